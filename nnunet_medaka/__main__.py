@@ -1,0 +1,3 @@
+from nnunet_medaka.cli import entry_point
+
+entry_point()

@@ -1,0 +1,68 @@
+"""``nnunet-medaka`` command line: argparse subcommands, one module each, in data-flow order.
+
+Each module listed in ``SUBCOMMAND_MODULES`` offers ``add_parser(subparsers)``, which registers its
+subcommand and sets ``func`` (taking the parsed namespace, returning an exit status). Modules keep
+heavy imports (torch, nnU-Net) inside functions so that ``nnunet-medaka env`` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Optional, Sequence
+
+from nnunet_medaka import __version__
+from nnunet_medaka.errors import MedakaError
+
+SUBCOMMAND_MODULES = (
+    "nnunet_medaka.environment",  # env
+    "nnunet_medaka.doctor",  # doctor
+    "nnunet_medaka.config_cli",  # config
+    "nnunet_medaka.phantom",  # phantom
+    "nnunet_medaka.convert",  # convert
+    "nnunet_medaka.split",  # split
+    "nnunet_medaka.nnunet_commands",  # train, predict
+    "nnunet_medaka.export",  # export-plain
+    "nnunet_medaka.demo",  # demo
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnunet-medaka",
+        description="Knowledge-distillation teacher/student training for nnU-Net v2 (Bhatt et al., ISBI 2023).",
+    )
+    parser.add_argument("--version", action="version", version=f"nnunet-medaka {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue  # a stage not built yet
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MedakaError as e:
+        print(f"nnunet-medaka {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Per-dataset plugin settings: one JSON file, validated once, read by the trainers.
+
+The file lives beside nnU-Net's plans, ``nnUNet_preprocessed/DatasetXXX_Name/nnunet_medaka.json``.
+The environment variable ``nnunet_medaka_config`` points at another file instead (for one run, say).
+Trainers cannot take constructor arguments (nnU-Net passes exactly ``plans, configuration, fold,
+dataset_json, device``), so this file is how every setting reaches them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+from nnunet_medaka.errors import MedakaError
+
+CONFIG_FILE_NAME = "nnunet_medaka.json"
+CONFIG_ENV_VAR = "nnunet_medaka_config"
+RESOLVED_FILE_NAME = "nnunet_medaka_resolved_config.json"
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "CONFIG_FILE_NAME",
+    "MedakaConfig",
+    "config_path",
+    "load_config",
+    "parse_assignment",
+    "update_config_file",
+    "validate_config",
+    "write_json_atomic",
+]
+
+
+@dataclass(frozen=True)
+class MedakaConfig:
+    """Resolved plugin settings for one dataset; defaults equal stock nnU-Net's."""
+
+    # schedule (SupervisedTrainer and KDTrainer)
+    num_epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 50
+    mirroring: bool = True  # test-time mirroring in the final validation
+    # knowledge distillation (KDTrainer)
+    teacher: Optional[str] = None
+    teacher_folds: tuple = (0,)
+    teacher_checkpoint: str = "checkpoint_final.pth"
+    kd_temperature: float = 2.0
+    kd_weight: float = 1.0
+    kd_scope: str = "all"
+    kd_scales: str = "all"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["teacher_folds"] = list(self.teacher_folds)
+        return d
+
+
+def _positive_int(v: Any) -> Optional[str]:
+    if isinstance(v, bool) or not isinstance(v, int):
+        return "an integer"
+    return None if v >= 1 else "an integer >= 1"
+
+
+def _boolean(v: Any) -> Optional[str]:
+    return None if isinstance(v, bool) else "true or false"
+
+
+def _number(low: float, inclusive: bool) -> Callable[[Any], Optional[str]]:
+    want = f"a number {'>=' if inclusive else '>'} {low:g}"
+
+    def check(v: Any) -> Optional[str]:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            return want
+        return None if (v >= low if inclusive else v > low) else want
+
+    return check
+
+
+def _optional_path(v: Any) -> Optional[str]:
+    return None if v is None or (isinstance(v, str) and v.strip()) else "a folder path (string) or null"
+
+
+def _non_empty_string(v: Any) -> Optional[str]:
+    return None if isinstance(v, str) and v.strip() else "a non-empty string"
+
+
+def _fold_list(v: Any) -> Optional[str]:
+    want = "a non-empty list of distinct fold numbers >= 0, e.g. [0] or [0, 1, 2, 3, 4]"
+    if not isinstance(v, (list, tuple)) or not v:
+        return want
+    if any(isinstance(f, bool) or not isinstance(f, int) or f < 0 for f in v) or len(set(v)) != len(v):
+        return want
+    return None
+
+
+def _one_of(*choices: str) -> Callable[[Any], Optional[str]]:
+    def check(v: Any) -> Optional[str]:
+        return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
+
+    return check
+
+
+_CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
+    "num_epochs": _positive_int,
+    "iterations_per_epoch": _positive_int,
+    "val_iterations_per_epoch": _positive_int,
+    "mirroring": _boolean,
+    "teacher": _optional_path,
+    "teacher_folds": _fold_list,
+    "teacher_checkpoint": _non_empty_string,
+    "kd_temperature": _number(0, inclusive=False),
+    "kd_weight": _number(0, inclusive=True),
+    "kd_scope": _one_of("all", "pseudo"),
+    "kd_scales": _one_of("all", "full"),
+}
+assert set(_CHECKS) == {f.name for f in dataclasses.fields(MedakaConfig)}
+
+
+def validate_config(values: Mapping[str, Any], *, source: str = "config") -> MedakaConfig:
+    """Check raw settings and fill in defaults.
+
+    Parameters
+    ----------
+    values : mapping
+        Key/value pairs as read from JSON. Missing keys take their defaults.
+    source : str
+        Where the values came from, for error messages (usually the file path).
+
+    Returns
+    -------
+    MedakaConfig
+        The resolved settings.
+
+    Raises
+    ------
+    MedakaError
+        Listing every unknown key and every value of the wrong type or range at once.
+    """
+    if not isinstance(values, Mapping):
+        raise MedakaError(f"{source}: expected a JSON object of settings, got {type(values).__name__}")
+    problems = []
+    for key, value in values.items():
+        if key not in _CHECKS:
+            problems.append(f"unknown key {key!r} (known keys: {', '.join(sorted(_CHECKS))})")
+            continue
+        want = _CHECKS[key](value)
+        if want is not None:
+            problems.append(f"key {key!r} is {json.dumps(value)}, expected {want}")
+    if problems:
+        raise MedakaError(f"{source}: " + "; ".join(problems) + ". Fix the file or use `nnunet-medaka config --set KEY=VALUE`.")
+    resolved = dict(values)
+    if "teacher_folds" in resolved:
+        resolved["teacher_folds"] = tuple(resolved["teacher_folds"])
+    for key in ("kd_temperature", "kd_weight"):
+        if key in resolved:
+            resolved[key] = float(resolved[key])
+    return MedakaConfig(**resolved)
+
+
+def config_path(preprocessed_dataset_folder: os.PathLike | str) -> Path:
+    """Config file for a dataset: ``$nnunet_medaka_config`` if set, else the file beside the plans."""
+    override = os.environ.get(CONFIG_ENV_VAR)
+    if override:
+        return Path(override).expanduser().resolve()
+    return Path(preprocessed_dataset_folder) / CONFIG_FILE_NAME
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise MedakaError(f"{path}: not valid JSON ({e}); fix the file or delete it to start from defaults") from None
+    except OSError as e:
+        raise MedakaError(f"{path}: cannot be read ({e.strerror})") from None
+    if not isinstance(data, dict):
+        raise MedakaError(f"{path}: expected a JSON object of settings, got {type(data).__name__}")
+    return data
+
+
+def load_config(preprocessed_dataset_folder: os.PathLike | str) -> tuple[MedakaConfig, Optional[Path]]:
+    """Read and validate the dataset's config.
+
+    Parameters
+    ----------
+    preprocessed_dataset_folder : path
+        ``nnUNet_preprocessed/DatasetXXX_Name``.
+
+    Returns
+    -------
+    config : MedakaConfig
+        Resolved settings (all defaults when no file exists).
+    path : pathlib.Path or None
+        The file that was read, or None when there was none.
+
+    Raises
+    ------
+    MedakaError
+        If the file named by ``nnunet_medaka_config`` is missing, or the file is invalid.
+    """
+    path = config_path(preprocessed_dataset_folder)
+    if not path.is_file():
+        if os.environ.get(CONFIG_ENV_VAR):
+            raise MedakaError(f"{CONFIG_ENV_VAR}={os.environ[CONFIG_ENV_VAR]}: no such file; unset the variable or create the file")
+        return MedakaConfig(), None
+    return validate_config(_read_json_object(path), source=str(path)), path
+
+
+def write_json_atomic(path: os.PathLike | str, data: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Parse ``KEY=VALUE`` from the command line; VALUE is JSON if it parses, else a plain string.
+
+    Examples
+    --------
+    >>> parse_assignment("num_epochs=5")
+    ('num_epochs', 5)
+    >>> parse_assignment("teacher=/data/results/Dataset001/model")
+    ('teacher', '/data/results/Dataset001/model')
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise MedakaError(f"--set {text!r}: expected KEY=VALUE, e.g. --set num_epochs=50")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def update_config_file(path: os.PathLike | str, assignments: Iterable[tuple[str, Any]]) -> MedakaConfig:
+    """Apply assignments to a config file (created if missing), validating before anything is written.
+
+    ``KEY=null`` removes a key so that it falls back to its default.
+    """
+    path = Path(path)
+    data = _read_json_object(path) if path.is_file() else {}
+    for key, value in assignments:
+        if value is None and key != "teacher":
+            data.pop(key, None)
+        else:
+            data[key] = value
+    resolved = validate_config(data, source=str(path))
+    if not path.parent.is_dir():
+        raise MedakaError(f"{path.parent}: folder does not exist; run nnUNetv2_plan_and_preprocess for this dataset first")
+    write_json_atomic(path, data)
+    return resolved
