@@ -1,0 +1,30 @@
+"""End to end through the stock commands: train with SupervisedTrainer, predict, evaluate."""
+import json
+from pathlib import Path
+
+from helpers import run_checked, tool
+
+
+def test_stock_train_applies_configured_schedule(trained_teacher):
+    fold = trained_teacher / "fold_0"
+    resolved = json.loads((fold / "nnunet_medaka_resolved_config.json").read_text())
+    assert resolved["trainer"] == "SupervisedTrainer"
+    assert resolved["config"]["num_epochs"] == 1 and resolved["config"]["iterations_per_epoch"] == 3
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    assert "nnunet_medaka settings:" in log
+    assert "Epoch 0" in log and "Epoch 1" not in log  # one epoch, as configured
+    # final validation ran (without mirroring, as configured) and wrote its summary
+    assert (fold / "validation" / "summary.json").is_file()
+
+
+def test_stock_predict_and_evaluate(trained_teacher, tiny_dataset, nnunet_env, tmp_path):
+    out = tmp_path / "pred"
+    run_checked([tool("nnUNetv2_predict"), "-i", tiny_dataset.raw / "imagesTr", "-o", out, "-d", tiny_dataset.id,
+                 "-c", tiny_dataset.configuration, "-tr", "SupervisedTrainer", "-p", tiny_dataset.plans, "-f", "0",
+                 "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0"], nnunet_env)
+    assert len(list(out.glob("*.nii.gz"))) == 6
+    run_checked([tool("nnUNetv2_evaluate_folder"), tiny_dataset.raw / "labelsTr", out,
+                 "-djfile", trained_teacher / "dataset.json", "-pfile", trained_teacher / "plans.json"], nnunet_env)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["mean"]) == {"1", "2"}
+    assert all(0.0 <= summary["mean"][k]["IoU"] <= 1.0 for k in ("1", "2"))
