@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 from nnunet_medaka import __version__
 from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.nnunet_commands import PASSTHROUGH, run_nnunet_entry
 
 SUBCOMMAND_MODULES = (
     "nnunet_medaka.environment",  # env
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:  # nnU-Net parses these itself, --help included
+        return run_nnunet_entry(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
