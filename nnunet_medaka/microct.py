@@ -1,0 +1,495 @@
+"""Micro-CT specimens: find them in a source folder and convert each one, streaming by z-slabs.
+
+Source layout (folder names fixed; each ``CASE`` entry is a TIFF stack, a folder of TIFF slices,
+or a NIfTI/NRRD/MetaImage file)::
+
+    SOURCE/
+      organs.json | organs.yaml     organ list (or pass it explicitly)
+      images/CASE                   labeled specimens' images
+      labels/CASE                   one multi-label volume per labeled specimen, or
+      masks/CASE/<organ file>       one binary mask per organ, matched by the organ list's patterns
+      unlabeled/CASE                images without labels (the pool for pseudo-labels)
+      unlabeled_gt/CASE             optional: labels of unlabeled specimens, for evaluation only
+
+One specimen is read three times at most: a cropping pass (only with ``crop``), the image pass and
+the label pass. The output arrays are the only whole volumes held; the image is written and freed
+before the labels are built, so peak memory is about one output volume plus one slab.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.organs import OrganList
+from nnunet_medaka.raw_dataset import case_id_from_name
+from nnunet_medaka.resample import downsample_image, downsample_labels, otsu_threshold, output_shape
+from nnunet_medaka.volume_io import VOLUME_SUFFIXES, Volume, open_volume, write_nifti
+
+log = logging.getLogger(__name__)
+
+SLAB_BYTES = 64 * 2**20  # image bytes read per slab
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How specimens are converted (shared by all specimens of one conversion)."""
+
+    organs: OrganList
+    spacing: Optional[tuple] = None  # (x, y, z) mm; overrides file metadata
+    factor: tuple = (1, 1, 1)  # downsampling (z, y, x)
+    image_method: str = "area"
+    label_method: str = "majority"
+    clip: Optional[tuple] = None
+    crop: bool = False
+    crop_margin: int = 4  # voxels of the input grid
+    crop_threshold: Optional[float] = None
+    priority: Optional[tuple] = None  # organ names; None: overlaps are an error
+    allow_missing_masks: bool = False
+    slab_bytes: int = SLAB_BYTES
+
+
+@dataclass
+class Specimen:
+    """One case: its image, its labels (a volume or masks per organ, or none), and its outputs."""
+
+    case_id: str
+    image: Path
+    labels: Optional[Path] = None
+    masks: dict = field(default_factory=dict)  # organ name -> mask path
+    out_image: Optional[Path] = None
+    out_label: Optional[Path] = None
+    unlabeled: bool = False  # from unlabeled/: its labels (if any) are evaluation ground truth
+
+    @property
+    def labeled(self) -> bool:
+        return self.labels is not None or bool(self.masks)
+
+
+def _entries(folder: Path) -> list:
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir()
+        if not p.name.startswith(".") and (p.is_dir() or p.name.lower().endswith(VOLUME_SUFFIXES))
+    )
+
+
+def _index(folder: Path, problems: list) -> dict:
+    """case id -> path for the volumes in ``folder``, reporting duplicate ids."""
+    found: dict = {}
+    for p in _entries(folder):
+        try:
+            case = case_id_from_name(p.name, str(p))
+        except MedakaError as e:
+            problems.append(str(e))
+            continue
+        clash = next((c for c in found if c.lower() == case.lower()), None)
+        if clash is not None:
+            problems.append(f"{p} and {found[clash]}: duplicate case id {case!r}; keep one file per specimen")
+            continue
+        found[case] = p
+    return found
+
+
+def _match_masks(case: str, folder: Path, organs: OrganList, settings: Settings, problems: list) -> dict:
+    masks: dict = {}
+    entries = _entries(folder)
+    for entry in entries:
+        hits = [o.name for o in organs.organs if o.matches(entry.name)]
+        if not hits:
+            problems.append(
+                f"{entry}: matches no organ of {organs.source}; add the organ (or a pattern) to the organ list, "
+                "or move the file out of the masks folder"
+            )
+        elif len(hits) > 1:
+            problems.append(f"{entry}: matches several organs {hits}; make the organ list patterns more specific")
+        elif hits[0] in masks:
+            problems.append(f"{entry} and {masks[hits[0]]}: both match organ {hits[0]!r}; keep one mask per organ")
+        else:
+            masks[hits[0]] = entry
+    missing = [o.name for o in organs.organs if o.name not in masks]
+    if missing and not settings.allow_missing_masks and entries:
+        problems.append(
+            f"{folder}: no mask for organ(s) {missing}; add them, fix the patterns in {organs.source}, "
+            "or pass --allow-missing-masks if the organs are absent in this specimen"
+        )
+    if not entries:
+        problems.append(f"{folder}: no mask files in this folder (case {case})")
+    return masks
+
+
+def find_specimens(source: Path, settings: Settings) -> tuple:
+    """Labeled and unlabeled specimens of a micro-CT source folder.
+
+    Returns
+    -------
+    labeled, unlabeled : list of Specimen
+        ``unlabeled`` specimens carry labels only when ``unlabeled_gt/`` has them.
+
+    Raises
+    ------
+    MedakaError
+        Listing all layout problems: no images, duplicate case ids, missing or stray labels,
+        masks that match no organ or several.
+    """
+    if not source.is_dir():
+        raise MedakaError(f"{source}: no such folder")
+    problems: list = []
+    images = _index(source / "images", problems)
+    unlabeled = _index(source / "unlabeled", problems)
+    labels = _index(source / "labels", problems)
+    mask_dirs = {case: p for case, p in _index(source / "masks", problems).items() if p.is_dir()}
+    gt = _index(source / "unlabeled_gt", problems)
+    if not images:
+        raise MedakaError(
+            f"{source / 'images'}: no specimen images found (expected CASE.tif, CASE/ with TIFF slices, or "
+            "CASE.nii.gz/.nrrd/.mha); put the labeled specimens there, their labels in labels/ or masks/"
+        )
+    for case in sorted(set(images) & set(unlabeled)):
+        problems.append(f"{images[case]} and {unlabeled[case]}: duplicate case id {case!r} in images/ and unlabeled/")
+    for case in sorted(set(labels) | set(mask_dirs)):
+        if case not in images:
+            where = labels.get(case) or mask_dirs[case]
+            problems.append(f"{where}: no image {case} in {source / 'images'}; add it or remove the labels")
+    for case in sorted(gt):
+        if case not in unlabeled:
+            problems.append(f"{gt[case]}: no image {case} in {source / 'unlabeled'}; add it or remove the labels")
+    labeled_specimens = []
+    for case, image in images.items():
+        if case in labels and case in mask_dirs:
+            problems.append(f"{labels[case]} and {mask_dirs[case]}: case {case} has both a label volume and masks; keep one")
+        elif case not in labels and case not in mask_dirs:
+            problems.append(
+                f"{image}: no labels for case {case} (labels/{case}.tif or masks/{case}/); add them, or move the image "
+                "to unlabeled/"
+            )
+        elif case in labels:
+            labeled_specimens.append(Specimen(case, image, labels=labels[case]))
+        else:
+            masks = _match_masks(case, mask_dirs[case], settings.organs, settings, problems)
+            labeled_specimens.append(Specimen(case, image, masks=masks))
+    unlabeled_specimens = [Specimen(case, image, labels=gt.get(case), unlabeled=True) for case, image in unlabeled.items()]
+    if problems:
+        raise MedakaError(f"{source}: " + "; ".join(problems))
+    return labeled_specimens, unlabeled_specimens
+
+
+def _label_paths(specimen: Specimen) -> list:
+    return [specimen.labels] if specimen.labels is not None else list(specimen.masks.values())
+
+
+def check_specimen(specimen: Specimen, settings: Settings) -> list:
+    """Header-level problems of one specimen (shape, spacing, readability), without reading voxels."""
+    problems = []
+    try:
+        with ExitStack() as stack:
+            image = stack.enter_context(open_volume(specimen.image))
+            if settings.spacing is None and image.spacing is None:
+                problems.append(
+                    f"{specimen.image}: spacing missing: the file records no voxel size (ImageJ/OME metadata or "
+                    "NIfTI header); pass --spacing X,Y,Z with a unit, e.g. --spacing 2.5um"
+                )
+            for path in _label_paths(specimen):
+                label = stack.enter_context(open_volume(path))
+                if label.shape != image.shape:
+                    problems.append(
+                        f"{path}: shape (z, y, x) {label.shape} differs from the image {specimen.image} {image.shape}; "
+                        "labels must be on the image's voxel grid (re-export them from the same scan)"
+                    )
+                if (
+                    settings.spacing is None
+                    and label.spacing is not None
+                    and image.spacing is not None
+                    and not np.allclose(label.spacing, image.spacing, rtol=1e-3, atol=0)
+                ):
+                    problems.append(
+                        f"{path}: spacing {_fmt(label.spacing)} mm differs from the image {specimen.image} "
+                        f"{_fmt(image.spacing)} mm; fix the metadata, or pass --spacing to set both"
+                    )
+    except MedakaError as e:
+        problems.append(str(e))
+    return problems
+
+
+def _fmt(spacing: tuple) -> str:
+    return "x".join(f"{s:.6g}" for s in spacing)
+
+
+class _LabelSource:
+    """Reads label slabs of one specimen as consecutive nnU-Net labels, checking them as it goes."""
+
+    def __init__(self, specimen: Specimen, settings: Settings, stack: ExitStack):
+        self.specimen, self.settings = specimen, settings
+        organs = settings.organs
+        self.lut_values = organs.output_label()  # source value -> output label
+        self.names = {i + 1: o.name for i, o in enumerate(organs.by_value())}
+        self.dtype = np.uint8 if len(organs.organs) < 256 else np.uint16
+        if specimen.labels is not None:
+            self.volume = stack.enter_context(open_volume(specimen.labels))
+            self.masks = []
+        else:
+            self.volume = None
+            order = list(settings.priority or []) + [n for n in organs.names if n not in (settings.priority or [])]
+            value_of = {o.name: o.value for o in organs.organs}
+            self.masks = [
+                (name, self.lut_values[value_of[name]], stack.enter_context(open_volume(specimen.masks[name])))
+                for name in order if name in specimen.masks
+            ]
+            self.mask_values = {name: set() for name, _, _ in self.masks}
+
+    def read(self, z0: int, z1: int, box: tuple) -> np.ndarray:
+        if self.volume is not None:
+            return self._map_volume(self.volume.read(z0, z1)[box], z0)
+        out = None
+        for name, label, volume in self.masks:
+            mask = self._binary(name, volume, volume.read(z0, z1)[box])
+            if out is None:
+                out = np.zeros(mask.shape, dtype=self.dtype)
+            taken = mask & (out != 0)
+            if taken.any():
+                if self.settings.priority is None:
+                    self._overlap_error(name, volume, out, taken, z0)
+                mask &= ~taken  # an earlier organ in the priority order keeps these voxels
+            out[mask] = label
+        return out
+
+    def _binary(self, name: str, volume: Volume, slab: np.ndarray) -> np.ndarray:
+        if slab.dtype.kind == "f" and not np.isfinite(slab).all():
+            raise MedakaError(f"{volume.path}: mask of {name!r} holds NaN/inf values; re-export it as 0/1 integers")
+        seen = self.mask_values[name]
+        seen.update(np.unique(slab[slab != 0]).tolist())
+        if len(seen) > 1:
+            shown = sorted(seen)[:5]
+            raise MedakaError(
+                f"{volume.path}: mask of {name!r} holds several values {shown} besides 0; a per-organ mask needs 0 "
+                "outside and one value inside the organ (or use a multi-label volume in labels/)"
+            )
+        return slab != 0
+
+    def _overlap_error(self, name: str, volume: Volume, out: np.ndarray, taken: np.ndarray, z0: int) -> None:
+        where = np.argwhere(taken)[0]
+        other = self.names[int(out[tuple(where)])]
+        other_path = next(v.path for n, _, v in self.masks if n == other)
+        raise MedakaError(
+            f"case {self.specimen.case_id}: masks {volume.path} ({name}) and {other_path.name} ({other}) overlap "
+            f"({int(taken.sum())} voxels from plane z={int(where[0]) + z0}); fix the masks, or pass "
+            f"--priority {other},{name} (earlier organs win where masks overlap)"
+        )
+
+    def _map_volume(self, slab: np.ndarray, z0: int) -> np.ndarray:
+        path = self.volume.path
+        if slab.dtype.kind == "f":
+            bad = ~np.isfinite(slab) | (slab != np.round(slab))
+            if bad.any():
+                where = tuple(int(w) for w in np.argwhere(bad)[0])
+                raise MedakaError(
+                    f"{path}: non-integer label value {slab[where].item()!r} at plane z={where[0] + z0}; labels must be whole "
+                    "numbers: export the label volume as an integer type (nearest-neighbour, no interpolation)"
+                )
+            slab = slab.astype(np.int64)
+        values, inverse = np.unique(slab, return_inverse=True)
+        unknown = [int(v) for v in values if v != 0 and int(v) not in self.lut_values]
+        if unknown:
+            known = ", ".join(f"{o.value}={o.name}" for o in self.settings.organs.by_value())
+            raise MedakaError(
+                f"{path}: label values {unknown[:10]} are not in the organ list {self.settings.organs.source} "
+                f"(0=background, {known}); add them to the organ list or relabel the volume"
+            )
+        mapped = np.array([0 if v == 0 else self.lut_values[int(v)] for v in values], dtype=self.dtype)
+        return mapped[inverse.reshape(slab.shape)]
+
+
+def _slab_planes(plane_bytes: int, settings: Settings, multiple: int) -> int:
+    n = max(1, settings.slab_bytes // max(plane_bytes, 1))
+    return max(multiple, n // multiple * multiple)
+
+
+def _bounding_box(mask: np.ndarray) -> Optional[tuple]:
+    """Inclusive (lo, hi) index arrays of the True voxels, or None."""
+    lo, hi = [], []
+    for axis in range(3):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if not hits.size:
+            return None
+        lo.append(hits[0])
+        hi.append(hits[-1])
+    return np.array(lo), np.array(hi)
+
+
+def _crop_box(image: Volume, labels: Optional[_LabelSource], settings: Settings, progress) -> tuple:
+    """Bounding box ((z0, z1), (y0, y1), (x0, x1)) of the specimen plus margin, and of all labels."""
+    nz, ny, nx = image.shape
+    # threshold found on a block-averaged copy: averaging removes the speckle that would widen the box
+    block = max(2, math.ceil((nz * ny * nx / 16e6) ** (1 / 3)))
+    planes = _slab_planes(ny * nx * image.dtype.itemsize, settings, block)
+    small, lab_lo, lab_hi = [], np.full(3, np.iinfo(np.int64).max), np.full(3, -1)
+    full = (slice(None), slice(None), slice(None))
+    for z0 in progress(range(0, nz, planes), "crop"):
+        z1 = min(nz, z0 + planes)
+        slab = image.read(z0, z1).astype(np.float32)
+        small.append(downsample_image(slab, (block,) * 3, "area"))
+        if labels is not None:
+            found = _bounding_box(labels.read(z0, z1, full) != 0)
+            if found is not None:
+                lab_lo = np.minimum(lab_lo, found[0] + [z0, 0, 0])
+                lab_hi = np.maximum(lab_hi, found[1] + [z0, 0, 0])
+    small = np.concatenate(small)
+    threshold = settings.crop_threshold if settings.crop_threshold is not None else otsu_threshold(small.ravel())
+    foreground = small > threshold
+    if foreground.any():
+        from scipy import ndimage
+
+        components, n = ndimage.label(foreground)
+        sizes = np.bincount(components.ravel())[1:]
+        # the specimen is the largest component; anything at least a tenth its size stays too (loose fins)
+        keep = np.isin(components, np.flatnonzero(sizes >= sizes.max() / 10) + 1)
+        lo, hi = _bounding_box(keep)
+        lo, hi = lo * block, (hi + 1) * block - 1
+    else:
+        log.warning("%s: nothing above the crop threshold %.6g; not cropped", image.path, threshold)
+        lo, hi = np.zeros(3, int), np.array(image.shape) - 1
+    lo = np.minimum(lo - settings.crop_margin, lab_lo)
+    hi = np.maximum(hi + settings.crop_margin, lab_hi)
+    lo, hi = np.maximum(lo, 0), np.minimum(hi + 1, image.shape)
+    return tuple((int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def _geometry(image: Volume, spacing: tuple, box: tuple, factor: tuple) -> dict:
+    """Output spacing/origin/direction (ITK order x, y, z) after cropping and downsampling."""
+    f_xyz = np.array(factor[::-1], dtype=float)
+    start_xyz = np.array([b[0] for b in box][::-1], dtype=float)
+    direction = np.asarray(image.direction, dtype=float).reshape(3, 3)
+    # the first output voxel is centred on its block of input voxels
+    shift = direction @ (np.asarray(spacing) * (start_xyz + (f_xyz - 1) / 2))
+    return {
+        "spacing": tuple(float(s) for s in np.asarray(spacing) * f_xyz),
+        "origin": tuple(float(o) for o in np.asarray(image.origin) + shift),
+        "direction": tuple(image.direction),
+    }
+
+
+def _output_dtype(dtype: np.dtype) -> np.dtype:
+    if dtype == np.bool_:
+        return np.dtype(np.uint8)
+    if dtype.kind == "f":
+        return np.dtype(np.float32)
+    if dtype.itemsize > 4:
+        return np.dtype(np.int32 if dtype.kind == "i" else np.uint32)  # NIfTI readers balk at 64-bit ints
+    return dtype
+
+
+def _clip(slab: np.ndarray, clip: Optional[tuple]) -> np.ndarray:
+    if clip is None:
+        return slab
+    lo, hi = clip
+    if slab.dtype.kind in "iu":  # bounds outside the type's range would overflow
+        info = np.iinfo(slab.dtype)
+        lo, hi = (int(np.clip(np.ceil(lo), info.min, info.max)), int(np.clip(np.floor(hi), info.min, info.max)))
+    return np.clip(slab, slab.dtype.type(lo), slab.dtype.type(hi))
+
+
+def _check_finite(slab: np.ndarray, path: Path, z0: int) -> None:
+    if slab.dtype.kind == "f" and not np.isfinite(slab).all():
+        z = int(np.argwhere(~np.isfinite(slab))[0][0]) + z0
+        raise MedakaError(
+            f"{path}: image holds NaN or infinite values (first in plane z={z}); replace them (e.g. with the "
+            "background intensity) before converting"
+        )
+
+
+def convert_specimen(specimen: Specimen, settings: Settings, *, show_progress: bool = False) -> dict:
+    """Convert one specimen to NIfTI image (and label) files.
+
+    Parameters
+    ----------
+    specimen : Specimen
+        Inputs and output paths.
+    settings : Settings
+        Shared conversion settings.
+    show_progress : bool
+        Show a progress bar over slabs.
+
+    Returns
+    -------
+    dict
+        Summary: input/output shape, spacing (mm), crop box, organ voxel counts.
+
+    Raises
+    ------
+    MedakaError
+        On unreadable files, NaN/inf images, label values outside the organ list, non-integer
+        labels, overlapping masks, non-binary masks, or an empty label.
+    """
+    from tqdm import tqdm
+
+    def progress(it, what: str):
+        return tqdm(it, desc=f"{specimen.case_id} {what}", leave=False, disable=not show_progress, unit="slab")
+
+    problems = check_specimen(specimen, settings)
+    if problems:
+        raise MedakaError("; ".join(problems))
+    factor = settings.factor
+    with ExitStack() as stack:
+        image = stack.enter_context(open_volume(specimen.image))
+        spacing = settings.spacing if settings.spacing is not None else image.spacing
+        labels = _LabelSource(specimen, settings, stack) if specimen.labeled else None
+        box = _crop_box(image, labels, settings, progress) if settings.crop else tuple((0, s) for s in image.shape)
+        crop_shape = tuple(b - a for a, b in box)
+        region = (slice(*box[1]), slice(*box[2]))
+        out_shape = output_shape(crop_shape, factor)
+        planes = _slab_planes(crop_shape[1] * crop_shape[2] * image.dtype.itemsize, settings, factor[0])
+        geometry = _geometry(image, spacing, box, factor)
+
+        out = np.empty(out_shape, dtype=_output_dtype(image.dtype))
+        for z in progress(range(0, crop_shape[0], planes), "image"):
+            z0, z1 = box[0][0] + z, box[0][0] + min(crop_shape[0], z + planes)
+            slab = image.read(z0, z1)[(slice(None), *region)]
+            _check_finite(slab, image.path, z0)
+            slab = _clip(slab.astype(out.dtype, copy=False), settings.clip)
+            out[z // factor[0]: z // factor[0] + -(-(z1 - z0) // factor[0])] = downsample_image(
+                slab, factor, settings.image_method
+            )
+        write_nifti(specimen.out_image, out, **geometry)
+        del out
+
+        summary = {
+            "image": str(specimen.image),
+            "shape_in": list(image.shape),
+            "crop_box": [list(b) for b in box],
+            "shape_out": list(out_shape),
+            "spacing_mm": list(geometry["spacing"]),
+        }
+        if labels is None:
+            return summary
+        out = np.zeros(out_shape, dtype=labels.dtype)
+        counts_in = np.zeros(len(settings.organs.organs) + 1, dtype=np.int64)
+        for z in progress(range(0, crop_shape[0], planes), "labels"):
+            z0, z1 = box[0][0] + z, box[0][0] + min(crop_shape[0], z + planes)
+            slab = labels.read(z0, z1, (slice(None), *region))
+            counts_in += np.bincount(slab.ravel(), minlength=counts_in.size)
+            out[z // factor[0]: z // factor[0] + -(-(z1 - z0) // factor[0])] = downsample_labels(
+                slab, factor, settings.label_method
+            )
+        counts_out = np.bincount(out.ravel(), minlength=counts_in.size)
+        source = specimen.labels or next(iter(specimen.masks.values())).parent
+        if counts_out[1:].sum() == 0:
+            vanished = " (organs vanished when downsampling: use a smaller --downsample)" if counts_in[1:].sum() else ""
+            fix = "remove it from unlabeled_gt/" if specimen.unlabeled else f"move {specimen.image.name} to unlabeled/"
+            raise MedakaError(
+                f"{source}: case {specimen.case_id} has an empty label: no organ voxels{vanished}; check the export, "
+                f"or {fix} if the specimen is not annotated"
+            )
+        for label, name in labels.names.items():
+            if counts_in[label] and not counts_out[label]:
+                log.warning("case %s: organ %s vanished when downsampling", specimen.case_id, name)
+        write_nifti(specimen.out_label, out, **geometry)
+        summary["labels"] = str(source)
+        summary["organ_voxels"] = {name: int(counts_out[label]) for label, name in labels.names.items()}
+        return summary
