@@ -87,12 +87,12 @@ def _non_empty_string(v: Any) -> Optional[str]:
 
 
 def _fold_list(v: Any) -> Optional[str]:
-    want = "a non-empty list of distinct fold numbers >= 0, e.g. [0] or [0, 1, 2, 3, 4]"
+    # nnU-Net folds are numbers, or "all" for a model trained on every case (`nnUNetv2_train D C all`)
+    want = 'a non-empty list of distinct folds (numbers >= 0 or "all"), e.g. [0], [0, 1, 2, 3, 4] or ["all"]'
     if not isinstance(v, (list, tuple)) or not v:
         return want
-    if any(isinstance(f, bool) or not isinstance(f, int) or f < 0 for f in v) or len(set(v)) != len(v):
-        return want
-    return None
+    valid = [f == "all" or (isinstance(f, int) and not isinstance(f, bool) and f >= 0) for f in v]
+    return None if all(valid) and len(set(v)) == len(v) else want
 
 
 def _one_of(*choices: str) -> Callable[[Any], Optional[str]]:

@@ -17,6 +17,7 @@ def test_defaults_equal_stock_nnunet():
 
 def test_values_are_resolved():
     c = validate_config({"num_epochs": 3, "kd_temperature": 4, "teacher_folds": [0, 2], "mirroring": False})
+    assert validate_config({"teacher_folds": ["all"]}).teacher_folds == ("all",)
     assert c.num_epochs == 3 and c.kd_temperature == 4.0 and isinstance(c.kd_temperature, float)
     assert c.teacher_folds == (0, 2) and c.mirroring is False
     assert c.to_dict()["teacher_folds"] == [0, 2]
@@ -35,6 +36,7 @@ def test_values_are_resolved():
     ({"kd_scales": "half"}, r"'kd_scales'"),
     ({"teacher_folds": []}, r"'teacher_folds' is \[\]"),
     ({"teacher_folds": [0, 0]}, r"'teacher_folds'"),
+    ({"teacher_folds": ["al"]}, r"'teacher_folds'"),
     ({"teacher": ""}, r"'teacher' is \"\""),
 ])
 def test_bad_values_name_the_key(values, pattern):
