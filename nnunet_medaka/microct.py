@@ -29,7 +29,7 @@ import numpy as np
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.organs import OrganList
 from nnunet_medaka.raw_dataset import case_id_from_name
-from nnunet_medaka.resample import downsample_image, downsample_labels, otsu_threshold, output_shape
+from nnunet_medaka.resample import downsample_image, downsample_labels, otsu_threshold, output_shape, present_values
 from nnunet_medaka.volume_io import VOLUME_SUFFIXES, Volume, open_volume, write_nifti
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ class _LabelSource:
         if slab.dtype.kind == "f" and not np.isfinite(slab).all():
             raise MedakaError(f"{volume.path}: mask of {name!r} holds NaN/inf values; re-export it as 0/1 integers")
         seen = self.mask_values[name]
-        seen.update(np.unique(slab[slab != 0]).tolist())
+        seen.update(int(v) for v in present_values(slab) if v != 0)
         if len(seen) > 1:
             shown = sorted(seen)[:5]
             raise MedakaError(
@@ -294,7 +294,7 @@ class _LabelSource:
                     "numbers: export the label volume as an integer type (nearest-neighbour, no interpolation)"
                 )
             slab = slab.astype(np.int64)
-        values, inverse = np.unique(slab, return_inverse=True)
+        values = present_values(slab)
         unknown = [int(v) for v in values if v != 0 and int(v) not in self.lut_values]
         if unknown:
             known = ", ".join(f"{o.value}={o.name}" for o in self.settings.organs.by_value())
@@ -302,8 +302,19 @@ class _LabelSource:
                 f"{path}: label values {unknown[:10]} are not in the organ list {self.settings.organs.source} "
                 f"(0=background, {known}); add them to the organ list or relabel the volume"
             )
-        mapped = np.array([0 if v == 0 else self.lut_values[int(v)] for v in values], dtype=self.dtype)
-        return mapped[inverse.reshape(slab.shape)]
+        if slab.dtype.kind in "iu" and slab.dtype.itemsize <= 2:
+            # a lookup table indexed by the raw value: no sorting, no int64 temporaries
+            info = np.iinfo(slab.dtype)
+            table = np.zeros(int(info.max) - int(info.min) + 1, dtype=self.dtype)
+            for value in values:
+                table[int(value) - int(info.min)] = self.lut_values.get(int(value), 0)
+            index = slab if info.min == 0 else slab.astype(np.int32) - int(info.min)
+            return table[index]
+        out = np.zeros(slab.shape, dtype=self.dtype)
+        for value in values:
+            if value != 0:
+                out[slab == value] = self.lut_values[int(value)]
+        return out
 
 
 def _slab_planes(plane_bytes: int, settings: Settings, multiple: int) -> int:

@@ -36,6 +36,7 @@ __all__ = [
     "UNLABELED_GT",
     "UNLABELED_IMAGES",
     "case_id_from_name",
+    "cases_in_folder",
     "dataset_folder_name",
     "list_cases",
     "resolve_raw_dataset",
@@ -197,10 +198,11 @@ def list_cases(raw_dataset: Path, dataset_json: dict) -> dict:
             case: {"images": [absolute(i) for i in entry["images"]], "label": absolute(entry["label"])}
             for case, entry in dataset_json["dataset"].items()
         }
-    return _cases_in(raw_dataset / "imagesTr", raw_dataset / "labelsTr", ending, n_channels)
+    return cases_in_folder(raw_dataset / "imagesTr", raw_dataset / "labelsTr", ending, n_channels)
 
 
-def _cases_in(images: Path, labels: Optional[Path], ending: str, n_channels: int) -> dict:
+def cases_in_folder(images: Path, labels: Optional[Path], ending: str, n_channels: int) -> dict:
+    """Cases of an nnU-Net style images folder: ``{case: {"images": [CASE_XXXX<ending>], "label": labels/CASE<ending>}}``."""
     if not images.is_dir():
         return {}
     pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")

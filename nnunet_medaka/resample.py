@@ -16,7 +16,15 @@ import numpy as np
 IMAGE_METHODS = ("area", "linear")
 LABEL_METHODS = ("majority", "nearest")
 
-__all__ = ["IMAGE_METHODS", "LABEL_METHODS", "downsample_image", "downsample_labels", "otsu_threshold", "output_shape"]
+__all__ = [
+    "IMAGE_METHODS",
+    "LABEL_METHODS",
+    "downsample_image",
+    "downsample_labels",
+    "otsu_threshold",
+    "output_shape",
+    "present_values",
+]
 
 
 def output_shape(shape: tuple, factor: tuple) -> tuple:
@@ -93,7 +101,7 @@ def downsample_labels(slab: np.ndarray, factor: tuple, method: str = "majority")
         return np.ascontiguousarray(centre)
     if method != "majority":
         raise ValueError(f"unknown label method {method!r}")
-    present = np.unique(slab)
+    present = present_values(slab)
     if present.size == 1:
         return np.full(centre.shape, present[0], dtype=slab.dtype)
     best = np.zeros(centre.shape, dtype=slab.dtype)
@@ -105,6 +113,15 @@ def downsample_labels(slab: np.ndarray, factor: tuple, method: str = "majority")
         best[better] = value
         best_score[better] = score[better]
     return best
+
+
+def present_values(slab: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an integer slab (counting, for 8/16-bit types, instead of sorting)."""
+    if slab.dtype.kind in "iu" and slab.dtype.itemsize <= 2:
+        low = int(np.iinfo(slab.dtype).min)
+        counts = np.bincount((slab if low == 0 else slab.astype(np.int32) - low).ravel())
+        return np.flatnonzero(counts) + low
+    return np.unique(slab)
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:

@@ -230,12 +230,31 @@ class _TiffStack(Volume):
             shape = (n_pages, *shape)
         elif len(shape) == 3:
             log.warning("%s: layout cannot be streamed; reading it whole (one volume of memory)", self.path)
+        elif len(shape) == 2 and (self._declared_planes() or 1) > 1:
+            raise self._unreadable(f"truncated: the metadata announces {self._declared_planes()} planes, the file holds 1")
         else:
             raise MedakaError(
                 f"{self.path}: holds an image of shape {tuple(series.shape)}; expected a 3D stack (z, y, x). "
                 "A single 2D image belongs in a folder of slices"
             )
+        declared = self._declared_planes()
+        if declared is not None and declared > shape[0]:
+            raise self._unreadable(f"truncated: the metadata announces {declared} planes, the file holds {shape[0]}")
         self.shape = shape
+
+    def _declared_planes(self) -> Optional[int]:
+        """Plane count written in ImageJ or tifffile metadata (tifffile falls back to fewer pages
+        when a file is cut short, so a mismatch means truncation)."""
+        tif = self._tif
+        try:
+            if tif.is_imagej and tif.imagej_metadata:
+                return int(tif.imagej_metadata.get("images", 1))
+            if tif.is_shaped and tif.shaped_metadata:
+                shape = tif.shaped_metadata[0].get("shape", [])
+                return int(np.prod(shape[:-2])) if len(shape) > 2 else None
+        except (TypeError, ValueError):
+            return None
+        return None
 
     def _check_pages(self, plane: tuple) -> list:
         size = os.path.getsize(self.path)
@@ -382,9 +401,10 @@ def _unreadable(path: Path, detail: str) -> MedakaError:
 
 
 def read_image(path: os.PathLike | str):
-    """Read a whole image with SimpleITK (any dimension), refusing truncated files.
+    """Read a whole image with SimpleITK (any dimension), refusing truncated files and NaN/inf.
 
-    ITK zero-fills a short NIfTI file without complaint, so for NIfTI the stored bytes are counted.
+    ITK zero-fills a short NIfTI file and reads NaN as 0, both without complaint, so NIfTI files are
+    also streamed once through ``_scan_nifti``.
 
     Returns
     -------
@@ -393,11 +413,8 @@ def read_image(path: os.PathLike | str):
     Raises
     ------
     MedakaError
-        If the file cannot be read or is truncated.
+        If the file cannot be read, is truncated, or (NIfTI) holds NaN or infinite values.
     """
-    import gzip
-
-    import nibabel as nib
     import SimpleITK as sitk
 
     path = Path(path)
@@ -405,23 +422,48 @@ def read_image(path: os.PathLike | str):
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise _unreadable(path, str(e).strip().splitlines()[-1][:200]) from None
-    if not path.name.lower().endswith((".nii", ".nii.gz")):
-        return image
-    nbytes = sitk.GetArrayViewFromImage(image).nbytes
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _scan_nifti(path, sitk.GetArrayViewFromImage(image).nbytes)
+    return image
+
+
+def _scan_nifti(path: Path, nbytes: int) -> None:
+    """Check that a NIfTI file stores all ``nbytes`` of voxel data, and only finite values."""
+    import gzip
+
+    import nibabel as nib
+
     try:
-        needed = int(nib.load(path).dataobj.offset) + nbytes
-        if path.name.lower().endswith(".gz"):
-            stored = 0
-            with gzip.open(path, "rb") as f:
-                while chunk := f.read(1 << 24):
-                    stored += len(chunk)
-        else:
-            stored = os.path.getsize(path)
+        nifti = nib.load(path)
+        header = nifti.header
+        offset, dtype = int(nifti.dataobj.offset), header.get_data_dtype()  # vox_offset may read 0
+        check = dtype.kind == "f"
+        stored, done, first_bad, carry = 0, 0, None, b""
+        with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                start = max(0, offset - stored)  # skip the header
+                stored += len(chunk)
+                if not check or first_bad is not None or start >= len(chunk):
+                    continue
+                data = carry + chunk[start:]
+                usable = len(data) - len(data) % dtype.itemsize
+                values = np.frombuffer(data[:usable], dtype=dtype)
+                bad = np.flatnonzero(~np.isfinite(values))
+                if bad.size:
+                    first_bad = done + int(bad[0])
+                done += values.size
+                carry = data[usable:]
     except Exception as e:  # EOFError, zlib.error, nibabel's ImageFileError, ...
         raise _unreadable(path, f"{type(e).__name__}: {e}") from None
-    if stored < needed:
-        raise _unreadable(path, f"truncated: {stored} bytes of header and data, the image needs {needed}")
-    return image
+    if stored < offset + nbytes:
+        raise _unreadable(path, f"truncated: {stored} bytes of header and data, the image needs {offset + nbytes}")
+    if first_bad is not None:
+        shape = header.get_data_shape()
+        z = first_bad // (shape[0] * shape[1]) % shape[2] if len(shape) >= 3 else 0
+        raise MedakaError(
+            f"{path}: holds NaN or infinite values (first in plane z={z}); replace them (e.g. with the background "
+            "intensity) before converting"
+        )
 
 
 def open_volume(path: os.PathLike | str) -> Volume:
