@@ -45,3 +45,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         )
         p.add_argument("nnunet_args", nargs=argparse.REMAINDER)
         p.set_defaults(func=lambda args, c=command: run_nnunet_entry(c, args.nnunet_args))
+
+
+def stock_command(script: str) -> str:
+    """Path of an nnU-Net console script from the running environment (falls back to PATH)."""
+    import shutil
+
+    candidate = os.path.join(os.path.dirname(sys.executable), script)
+    found = candidate if os.path.isfile(candidate) else shutil.which(script)
+    if not found:
+        from nnunet_medaka.errors import MedakaError
+
+        raise MedakaError(f"{script}: not found beside {sys.executable} nor on PATH; install nnunetv2 in this environment")
+    return found
+
+
+def run_stock_command(script: str, args: list, *, env: dict, log_file: os.PathLike) -> None:
+    """Run a stock ``nnUNetv2_*`` command in a subprocess, its output going to ``log_file``.
+
+    Raises
+    ------
+    MedakaError
+        If it exits non-zero; the message holds the command, the log path and the log's last lines.
+    """
+    import subprocess
+
+    from nnunet_medaka.errors import MedakaError
+
+    cmd = [stock_command(script), *[str(a) for a in args]]
+    with open(log_file, "w") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if code != 0:
+        with open(log_file) as log:
+            tail = "".join(log.readlines()[-15:])
+        raise MedakaError(f"{' '.join(cmd)} failed (exit {code}); full log: {log_file}\n{tail}")
