@@ -530,8 +530,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--organs", metavar="FILE", help="organ list (JSON/YAML; default SOURCE/organs.json or .yaml)")
     m.add_argument("--spacing", metavar="X,Y,Z", help="voxel spacing, mm unless a unit is given: 0.0025, 2.5um, 2,2,5um")
     m.add_argument("--downsample", type=_comma_ints, default=1, metavar="F", help="integer factor, or X,Y,Z factors (default 1)")
-    m.add_argument("--image-interpolation", choices=("area", "linear"), default="area", help="image downsampling (default area)")
-    m.add_argument("--label-interpolation", choices=("majority", "nearest"), default="majority", help="label downsampling (default majority)")
+    m.add_argument("--image-interpolation", choices=("area", "linear"), default="area",
+                   help="image downsampling: block mean or trilinear at the block centre (default area)")
+    m.add_argument("--label-interpolation", choices=("majority", "nearest"), default="majority",
+                   help="label downsampling: most frequent label or centre voxel (default majority)")
     m.add_argument("--clip", type=_comma_floats, metavar="LOW,HIGH", help="clip image intensities")
     m.add_argument("--crop", action="store_true", help="crop each specimen to its bounding box (labels are never cut)")
     m.add_argument("--crop-margin", type=int, default=4, metavar="N", help="crop margin in input voxels (default 4)")

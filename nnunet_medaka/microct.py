@@ -29,7 +29,9 @@ import numpy as np
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.organs import OrganList
 from nnunet_medaka.raw_dataset import case_id_from_name
-from nnunet_medaka.resample import downsample_image, downsample_labels, otsu_threshold, output_shape, present_values
+from nnunet_medaka.resample import (
+    count_values, downsample_image, downsample_labels, otsu_threshold, output_shape, present_values,
+)
 from nnunet_medaka.volume_io import VOLUME_SUFFIXES, Volume, open_volume, write_nifti
 
 log = logging.getLogger(__name__)
@@ -484,11 +486,11 @@ def convert_specimen(specimen: Specimen, settings: Settings, *, show_progress: b
         for z in progress(range(0, crop_shape[0], planes), "labels"):
             z0, z1 = box[0][0] + z, box[0][0] + min(crop_shape[0], z + planes)
             slab = labels.read(z0, z1, (slice(None), *region))
-            counts_in += np.bincount(slab.ravel(), minlength=counts_in.size)
+            counts_in += count_values(slab, minlength=counts_in.size)
             out[z // factor[0]: z // factor[0] + -(-(z1 - z0) // factor[0])] = downsample_labels(
                 slab, factor, settings.label_method
             )
-        counts_out = np.bincount(out.ravel(), minlength=counts_in.size)
+        counts_out = count_values(out, minlength=counts_in.size)
         source = specimen.labels or next(iter(specimen.masks.values())).parent
         if counts_out[1:].sum() == 0:
             vanished = " (organs vanished when downsampling: use a smaller --downsample)" if counts_in[1:].sum() else ""

@@ -195,8 +195,9 @@ def render_fish(fish: dict, shape: tuple, *, artifacts: bool = True) -> tuple:
     fin_half = 0.6 + 0.03 * L / 10
     caudal = (u > 0.88) & (u <= 1.0) & (np.abs(v) < fin_half) & (np.abs(w) < H * (0.3 + 0.9 * (u - 0.88) / 0.12))
     b_here, _ = _profile(np.clip(u, 0, 0.92), fish)
-    dorsal = (u > 0.62) & (u < 0.78) & (np.abs(v) < fin_half) & (w > 0) & (w < b_here + 0.35 * H * np.sin(np.pi * (u - 0.62) / 0.16))
-    anal = (u > 0.55) & (u < 0.82) & (np.abs(v) < fin_half) & (w < 0) & (-w < b_here + 0.25 * H * np.sin(np.pi * (u - 0.55) / 0.27))
+    thin = np.abs(v) < fin_half
+    dorsal = (u > 0.62) & (u < 0.78) & thin & (w > 0) & (w < b_here + 0.35 * H * np.sin(np.pi * (u - 0.62) / 0.16))
+    anal = (u > 0.55) & (u < 0.82) & thin & (w < 0) & (-w < b_here + 0.25 * H * np.sin(np.pi * (u - 0.55) / 0.27))
     grey[caudal | dorsal | anal] = _GREY["fin"]
     grey[inside] = _GREY["tissue"] + 900 * _sample(texture, u, v, w, fish)[inside]
     grey[inside & (radial > 0.72)] += _GREY["skin"] - _GREY["tissue"]

@@ -117,7 +117,7 @@ def staged_dataset(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """
     target = Path(target)
     if target.exists() and not overwrite:
-        raise MedakaError(f"{target}: already exists; pass --overwrite (overwrite=True) to replace it, or choose another id/name")
+        raise MedakaError(f"{target}: already exists; pass --overwrite to replace it, or choose another name")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.partial-{os.getpid()}"
     if staging.exists():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 IMAGE_METHODS = ("area", "linear")
+_CHUNK = 1 << 22  # voxels per bincount call
 LABEL_METHODS = ("majority", "nearest")
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "downsample_labels",
     "otsu_threshold",
     "output_shape",
+    "count_values",
     "present_values",
 ]
 
@@ -115,11 +117,31 @@ def downsample_labels(slab: np.ndarray, factor: tuple, method: str = "majority")
     return best
 
 
+def count_values(slab: np.ndarray, minlength: int = 0) -> np.ndarray:
+    """``np.bincount`` of a non-negative integer slab, in chunks: bincount casts its input to int64,
+    which for a whole slab would cost eight bytes per voxel."""
+    flat = slab.reshape(-1)
+    counts = np.zeros(minlength, dtype=np.int64)
+    for start in range(0, flat.size, _CHUNK):
+        part = np.bincount(flat[start:start + _CHUNK], minlength=minlength)
+        if part.size > counts.size:
+            part[: counts.size] += counts
+            counts = part
+        else:
+            counts[: part.size] += part
+    return counts
+
+
 def present_values(slab: np.ndarray) -> np.ndarray:
-    """Sorted distinct values of an integer slab (counting, for 8/16-bit types, instead of sorting)."""
+    """Sorted distinct values of a slab (counted, for 8/16-bit integers, instead of sorted)."""
     if slab.dtype.kind in "iu" and slab.dtype.itemsize <= 2:
         low = int(np.iinfo(slab.dtype).min)
-        counts = np.bincount((slab if low == 0 else slab.astype(np.int32) - low).ravel())
+        if low == 0:
+            return np.flatnonzero(count_values(slab))
+        flat = slab.reshape(-1)
+        counts = np.zeros(int(np.iinfo(slab.dtype).max) - low + 1, dtype=np.int64)
+        for start in range(0, flat.size, _CHUNK):
+            counts += np.bincount(flat[start:start + _CHUNK].astype(np.int32) - low, minlength=counts.size)
         return np.flatnonzero(counts) + low
     return np.unique(slab)
 

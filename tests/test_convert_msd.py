@@ -182,3 +182,20 @@ def test_hippocampus_all_cases(tmp_path):
         labels = read(folder / "labelsTr" / f"{case}.nii.gz")[0]
         np.testing.assert_array_equal(labels, read(HIPPOCAMPUS / "labelsTr" / f"{case}.nii.gz")[0].astype(np.uint8))
         assert labels.dtype == np.uint8 and set(np.unique(labels)) == {0, 1, 2}
+
+
+def test_cli(tmp_path, capsys):
+    from nnunet_medaka.cli import main
+
+    make_msd(tmp_path / "src")
+    args = ["convert", "msd", str(tmp_path / "src"), "-d", "4", "-n", "Hippo", "--out-dir", str(tmp_path / "raw"),
+            "--labels", "anterior=1,posterior=2", "--channel-name", "MRI", "--no-progress"]
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "raw" / "Dataset004_Hippo")
+    assert main(args) == 2
+    assert "Dataset004_Hippo: already exists; pass --overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite", "--labels", "anterior=1"]) == 2  # value 2 is not in the label list
+    assert "label values [2] are not in the label list" in capsys.readouterr().err
+    # the failed --overwrite run left the earlier dataset as it was, and no staging folder
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["Dataset004_Hippo"]
+    assert len(list((tmp_path / "raw" / "Dataset004_Hippo" / "labelsTr").iterdir())) == 2
