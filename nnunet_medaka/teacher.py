@@ -354,15 +354,35 @@ def _read_checkpoint(path: Path) -> dict:
     return checkpoint
 
 
-def _build_network(trainer_name: str, plans: dict, configuration: str, dataset_json: dict) -> nn.Module:
+def _trainer_class(trainer_name: str):
+    """The class whose static ``build_network_architecture`` rebuilds the teacher, as nnU-Net's predictor finds it.
+
+    nnU-Net's own ``nnUNetTrainer`` and this plugin's trainers (which keep its architecture) are resolved directly;
+    anything else goes through nnU-Net's search (built-in tree, then ``nnUNet_extTrainer``), several seconds.
+    """
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    if trainer_name == "nnUNetTrainer":
+        return nnUNetTrainer
+    if trainer_name == "SupervisedTrainer":
+        from nnunet_medaka.supervised_trainer import SupervisedTrainer
+        return SupervisedTrainer
+    if trainer_name == "KDTrainer":
+        from nnunet_medaka.kd_trainer import KDTrainer
+        return KDTrainer
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    try:
+        return recursive_find_trainer_class_by_name(trainer_name)
+    except RuntimeError as e:
+        raise MedakaError(f"teacher trainer class {trainer_name!r} (named in its checkpoint) cannot be found: {e}") from None
+
+
+def _build_network(trainer_name: str, plans: dict, configuration: str, dataset_json: dict) -> nn.Module:
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    try:
-        trainer_class = recursive_find_trainer_class_by_name(trainer_name)
-    except RuntimeError as e:
-        raise MedakaError(f"teacher trainer class {trainer_name!r} (named in its checkpoint) cannot be found: {e}") from None
+    trainer_class = _trainer_class(trainer_name)
     pm = PlansManager(copy.deepcopy(plans))
     cm = pm.get_configuration(configuration)
     return trainer_class.build_network_architecture(

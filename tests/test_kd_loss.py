@@ -14,7 +14,7 @@ from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.kd_loss import (SupervisedPlusKDLoss, deep_supervision_kd, kd_divergence, pool_probabilities,
                                    teacher_probabilities)
 from nnunet_medaka.kd_trainer import PSEUDO_CASES_KEY, pseudo_case_ids, sample_weights_for_keys
-from nnunet_medaka.teacher import TeacherEnsemble
+from nnunet_medaka.teacher import TeacherEnsemble, TeacherRuntime
 
 
 def reference_kd(student: np.ndarray, teacher: np.ndarray, T: float) -> float:
@@ -226,3 +226,17 @@ def test_pseudo_scope_needs_case_list(value):
     dataset_json = {} if value is None else {PSEUDO_CASES_KEY: value}
     with pytest.raises(MedakaError, match=f"{PSEUDO_CASES_KEY}.*kd_scope=all"):
         pseudo_case_ids(dataset_json)
+
+
+@pytest.mark.parametrize("runtime", [TeacherRuntime("bf16"), TeacherRuntime("fp32", channels_last=True),
+                                     TeacherRuntime("bf16", channels_last=True)])
+def test_teacher_runtime_variants_agree_with_fp32(runtime):
+    """Reduced-precision weights and channels-last (the CUDA defaults use fp16; bf16 is the CPU stand-in)."""
+    net = small_net(4)
+    x = torch.randn(2, 1, 8, 8, 8)
+    reference = teacher_probabilities(TeacherEnsemble([copy.deepcopy(net)]).prepare(torch.device("cpu"))(x), 2.0)
+    variant = TeacherEnsemble([copy.deepcopy(net)], runtime).prepare(torch.device("cpu"))
+    assert next(variant.parameters()).dtype == runtime.dtype()
+    probs = teacher_probabilities(variant(x), 2.0)
+    assert probs.dtype == torch.float32 and not probs.is_inference()
+    assert torch.allclose(probs, reference, atol=2e-2)
