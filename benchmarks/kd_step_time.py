@@ -311,8 +311,9 @@ def main(argv=None) -> int:
             runtime = dataclasses.replace(runtime, **overrides)
             measured = measure(plans, dataset_json, args, device, runtime)
     plain, kd = measured["plain"], measured["kd"]
+    cpu_name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} cores)"
     report = {
-        "benchmark": "kd_step_time", "device": torch.cuda.get_device_name(0) if on_cuda else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "benchmark": "kd_step_time", "device": torch.cuda.get_device_name(0) if on_cuda else cpu_name,
         "torch": torch.__version__, "patch": args.patch, "batch": args.batch, "classes": args.classes,
         "network": {k: plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"][k]
                     for k in ("n_stages", "features_per_stage")},

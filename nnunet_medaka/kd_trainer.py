@@ -28,7 +28,7 @@ from nnunet_medaka.kd_loss import SupervisedPlusKDLoss, teacher_probabilities
 from nnunet_medaka.supervised_trainer import SupervisedTrainer
 from nnunet_medaka.teacher import LoadedTeacher, TeacherRuntime, default_runtime, dry_run, load_teacher
 
-__all__ = ["KDTrainer", "PSEUDO_CASES_KEY", "pseudo_case_ids", "sample_weights_for_keys"]
+__all__ = ["KDTrainer", "PSEUDO_CASES_KEY", "pseudo_case_ids", "sample_weights_for_keys", "verify_pseudo_cases"]
 
 # Key in the student's dataset.json listing the pseudo-labelled case identifiers (for kd_scope = "pseudo").
 PSEUDO_CASES_KEY = "pseudo_labeled_cases"
@@ -49,6 +49,24 @@ def pseudo_case_ids(dataset_json: dict, *, source: str = "dataset.json") -> froz
                           f"case ids (a non-empty list of strings), found {ids!r}; add it to the student dataset.json "
                           "(and its copy in nnUNet_preprocessed) or set kd_scope=all")
     return frozenset(ids)
+
+
+def verify_pseudo_cases(pseudo_ids: frozenset, preprocessed_folder) -> None:
+    """Check that every listed pseudo-labelled case exists among the preprocessed training cases.
+
+    Raises
+    ------
+    MedakaError
+        Naming the unknown ids; a typo would otherwise silently switch KD off for those cases.
+    """
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    folder = str(preprocessed_folder)
+    missing = sorted(set(pseudo_ids) - set(infer_dataset_class(folder).get_identifiers(folder)))
+    if missing:
+        raise MedakaError(f"dataset.json {PSEUDO_CASES_KEY!r} lists {len(missing)} case(s) not in {folder} (e.g. "
+                          f"{', '.join(missing[:5])}); list preprocessed case ids only, then re-copy dataset.json into "
+                          "nnUNet_preprocessed")
 
 
 def sample_weights_for_keys(keys, pseudo_ids: Optional[frozenset], device: torch.device) -> Optional[torch.Tensor]:
@@ -146,7 +164,8 @@ class KDTrainer(SupervisedTrainer):
             config.teacher, config.teacher_folds, config.teacher_checkpoint, device=self.device,
             student_plans=self.plans_manager.plans, student_configuration=self.configuration_name,
             student_dataset_json=self.dataset_json, runtime=runtime, hash_files=self.local_rank == 0)
-        dry_run(self.teacher, num_input_channels=self.num_input_channels, patch_size=self.configuration_manager.patch_size,
+        dry_run(self.teacher, num_input_channels=self.num_input_channels, batch_size=self.batch_size,
+                patch_size=self.configuration_manager.patch_size,
                 num_classes=self.label_manager.num_segmentation_heads, device=self.device)
         self.print_to_log_file(f"KD teacher: {self.teacher.trainer_name} / {self.teacher.configuration}, folds "
                                f"{sorted(self.teacher.files.checkpoints)} from {self.teacher.files.folder} "
@@ -163,15 +182,7 @@ class KDTrainer(SupervisedTrainer):
     def on_train_start(self):
         super().on_train_start()
         if self.pseudo_ids is not None:
-            from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-
-            folder = self.preprocessed_dataset_folder
-            known = set(infer_dataset_class(folder).get_identifiers(folder))
-            missing = sorted(self.pseudo_ids - known)
-            if missing:
-                raise MedakaError(f"dataset.json {PSEUDO_CASES_KEY!r} lists {len(missing)} case(s) not in {folder} "
-                                  f"(e.g. {', '.join(missing[:5])}); list preprocessed case ids only, then re-copy "
-                                  "dataset.json into nnUNet_preprocessed")
+            verify_pseudo_cases(self.pseudo_ids, self.preprocessed_dataset_folder)
 
     def run_settings(self) -> dict:
         settings = super().run_settings()

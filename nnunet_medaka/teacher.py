@@ -451,16 +451,19 @@ def load_teacher(folder, folds: Sequence[int], checkpoint_name: str, *, device: 
 
 
 def dry_run(teacher: LoadedTeacher, *, num_input_channels: int, patch_size: Sequence[int], num_classes: int,
-            device: torch.device) -> None:
-    """Run the teacher once on a zero patch of the student's size and check its output shape.
+            device: torch.device, batch_size: int = 1) -> None:
+    """Run the teacher once on a zero batch of the student's patch size and check its output shape.
+
+    With the training batch size, a compiled teacher is also compiled here for exactly the shapes it will see
+    (a later, different batch size would make torch.compile recompile with dynamic shapes).
 
     Raises
     ------
     MedakaError
         If the forward pass fails or returns an unexpected shape.
     """
-    x = torch.zeros((1, num_input_channels, *patch_size), device=device)
-    expected = (1, num_classes, *[int(p) for p in patch_size])
+    x = torch.zeros((batch_size, num_input_channels, *patch_size), device=device)
+    expected = (batch_size, num_classes, *[int(p) for p in patch_size])
     try:
         outputs = teacher.ensemble(x)
     except RuntimeError as e:

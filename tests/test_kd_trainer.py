@@ -37,8 +37,13 @@ def train_cmd(dataset, fold="0", *extra):
 @pytest.fixture(scope="module")
 def kd_student(tiny_dataset, trained_teacher, nnunet_env, tmp_path_factory):
     """A KD student trained for one tiny epoch by stock `nnUNetv2_train -tr KDTrainer`; returns (folder, env, config)."""
-    config = write_config(tmp_path_factory.mktemp("kdcfg") / "kd.json", teacher=str(trained_teacher), **KD_SCHEDULE)
+    config = tmp_path_factory.mktemp("kdcfg") / "kd.json"
     env = dict(nnunet_env, nnunet_medaka_config=str(config))
+    settings = dict(KD_SCHEDULE, teacher=str(trained_teacher), teacher_folds=[0], kd_temperature=2, kd_weight=1,
+                    kd_scope="all", kd_scales="all")
+    run_checked([tool("nnunet-medaka"), "config", "-d", tiny_dataset.id,
+                 *[f"--set={k}={json.dumps(v)}" for k, v in settings.items()]], env)
+    assert json.loads(config.read_text())["teacher"] == str(trained_teacher)
     run_checked(train_cmd(tiny_dataset), env, timeout=900)
     folder = (Path(nnunet_env["nnUNet_results"]) / tiny_dataset.name
               / KD_TRAINER_DIR.format(plans=tiny_dataset.plans, configuration=tiny_dataset.configuration))
@@ -286,9 +291,7 @@ def test_refuses_unloadable_checkpoint(teacher_files, student, tmp_path):
 
 
 def test_kdtrainer_without_teacher_refuses_to_initialize(tiny_dataset, student, nnunet_env, monkeypatch, tmp_path):
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
-        monkeypatch.setenv(key, nnunet_env[key])
-    monkeypatch.setenv("nnunet_medaka_config", str(write_config(tmp_path / "kd.json", **KD_SCHEDULE)))
+    plugin_env(monkeypatch, nnunet_env, write_config(tmp_path / "kd.json", **KD_SCHEDULE))
     from nnunet_medaka.kd_trainer import KDTrainer
 
     plans, dataset_json = student
@@ -296,6 +299,47 @@ def test_kdtrainer_without_teacher_refuses_to_initialize(tiny_dataset, student, 
                         torch.device("cpu"))
     with pytest.raises(MedakaError, match=r"config key 'teacher' is not set.*--set teacher="):
         trainer.initialize()
+
+
+def plugin_env(monkeypatch, nnunet_env, config: Path) -> None:
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        monkeypatch.setenv(key, nnunet_env[key])
+    monkeypatch.setenv("nnunet_medaka_config", str(config))
+
+
+def test_pseudo_scope_distils_only_pseudo_labelled_samples(tiny_dataset, student, trained_teacher, nnunet_env,
+                                                          monkeypatch, tmp_path):
+    plugin_env(monkeypatch, nnunet_env, write_config(tmp_path / "kd.json", teacher=str(trained_teacher), kd_scope="pseudo",
+                                                     **KD_SCHEDULE))
+    from nnunet_medaka.kd_trainer import PSEUDO_CASES_KEY, KDTrainer
+
+    plans, dataset_json = student
+    trainer = KDTrainer(dict(copy.deepcopy(plans), continue_training=False), "3d_fullres", 3,
+                        dict(dataset_json, **{PSEUDO_CASES_KEY: ["case_001"]}), torch.device("cpu"))
+    trainer.initialize()
+    calls = []
+    forward = trainer.teacher.ensemble.forward
+    monkeypatch.setattr(trainer.teacher.ensemble, "forward", lambda x: calls.append(x.shape) or forward(x))
+    g = torch.Generator().manual_seed(0)
+    targets = [torch.randint(0, 3, (2, 1, *[int(32 * f) for f in scale]), generator=g, dtype=torch.int16)
+               for scale in trainer._get_deep_supervision_scales()]
+    batch = {"data": torch.randn(2, 1, 32, 32, 32, generator=g), "target": targets}
+    mixed = trainer.train_step(dict(batch, keys=np.array(["case_000", "case_001"])))
+    assert np.isfinite(mixed["loss_kd"]) and mixed["loss"] == pytest.approx(mixed["loss_supervised"] + mixed["loss_kd"], rel=1e-4)
+    labelled_only = trainer.train_step(dict(batch, keys=np.array(["case_000", "case_002"])))
+    assert np.isnan(labelled_only["loss_kd"]) and labelled_only["loss"] == pytest.approx(labelled_only["loss_supervised"])
+    assert len(calls) == 1  # no teacher pass for a batch without pseudo-labelled cases
+    settings = json.loads((Path(trainer.output_folder) / "nnunet_medaka_resolved_config.json").read_text())
+    assert settings["kd"]["pseudo_cases"] == 1 and settings["config"]["kd_scope"] == "pseudo"
+
+
+def test_refuses_pseudo_cases_not_in_dataset(tiny_dataset):
+    from nnunet_medaka.kd_trainer import verify_pseudo_cases
+
+    folder = tiny_dataset.preprocessed / "nnUNetPlans_3d_fullres"
+    verify_pseudo_cases(frozenset({"case_001"}), folder)
+    with pytest.raises(MedakaError, match=r"lists 1 case\(s\) not in .*case_0O1"):
+        verify_pseudo_cases(frozenset({"case_001", "case_0O1"}), folder)
 
 
 def test_loaded_teacher_is_frozen_and_fits_student_patch(trained_teacher, student, nnunet_env, monkeypatch):
