@@ -361,3 +361,13 @@ def test_ddp_one_teacher_per_rank_gloo(trained_teacher, tiny_dataset, nnunet_env
     """Two gloo ranks, each with its own teacher: KD gradients equal single-process full-batch ones, step in sync."""
     run_checked([sys.executable, HERE / "kd_ddp_check.py", trained_teacher, tiny_dataset.preprocessed / f"{tiny_dataset.plans}.json",
                  tiny_dataset.preprocessed / "dataset.json"], nnunet_env, timeout=300)
+
+
+# ---------------------------------------------------------------- the benchmark script still runs (not timed)
+def test_step_time_benchmark_runs_on_cpu(nnunet_env):
+    proc = run_checked([sys.executable, HERE.parent / "benchmarks" / "kd_step_time.py", "--device", "cpu", "--patch", "16",
+                        "16", "16", "--classes", "3", "--steps", "1", "--warmup", "0"], nnunet_env, timeout=300)
+    report = json.loads(proc.stdout)
+    assert report["plain"]["median_ms"] > 0 and report["kd"]["median_ms"] > 0 and report["ratio_median"] > 0
+    assert report["kd"]["teacher_runtime"] == {"precision": "fp32", "channels_last": False, "compile": False,
+                                               "autocast": False}
