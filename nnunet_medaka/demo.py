@@ -26,9 +26,8 @@ log = logging.getLogger(__name__)
 
 MARKER = ".nnunet_medaka_demo"
 SOURCE_ID, EXPERIMENT_ID = 801, 802
-PLANS = "nnUNetPlansSmall"
-CONFIGURATION = "3d_fullres"
-FOLD = "all"  # few labeled cases: train on all of them, evaluate on the held-out test set
+# A patch about the size of a cropped fish, so that every step sees every organ; 3 stages, few features.
+SMALL_PLANS = {"target_plans": "nnUNetPlansSmall", "patch_size": (28, 24, 72), "features_per_stage": (16, 32, 64)}
 
 __all__ = ["run_demo"]
 
@@ -43,18 +42,6 @@ def _prepare_work_dir(work_dir: Path, overwrite: bool) -> None:
     (work_dir / MARKER).write_text("made by nnunet-medaka demo; safe to delete\n")
 
 
-def _stage_environ(work_dir: Path) -> dict:
-    from nnunet_medaka.environment import plugin_environ
-
-    env = plugin_environ(root=work_dir)
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        Path(env[var]).mkdir(parents=True, exist_ok=True)
-    env.setdefault("nnUNet_compile", "f")  # compiling costs more than it saves on runs this short
-    env.setdefault("nnUNet_def_n_proc", str(min(4, os.cpu_count() or 1)))
-    env.pop("nnunet_medaka_config", None)
-    return env
-
-
 def run_demo(
     work_dir: os.PathLike | str = "demo_output",
     *,
@@ -63,7 +50,7 @@ def run_demo(
     n_labeled: int = 4,
     n_test: int = 6,
     size: int = 80,
-    epochs: int = 8,
+    epochs: int = 20,
     iterations: int = 10,
     device: str = "auto",
     overwrite: bool = False,
@@ -90,14 +77,13 @@ def run_demo(
     Returns
     -------
     dict
-        Per-organ Dice/IoU for ``teacher`` and ``student``, timings and paths (also in ``demo_summary.json``).
+        Per-organ Dice/IoU for ``teacher`` and ``student``, timings and paths (also in ``demo_summary.json``),
+        and ``table``, the comparison as text.
     """
-    from nnunet_medaka.config import update_config_file
     from nnunet_medaka.convert import convert_microct
-    from nnunet_medaka.evaluation import comparison_table, per_label_scores, plot_comparison
-    from nnunet_medaka.nnunet_commands import run_stock_command
+    from nnunet_medaka.evaluation import comparison_table, plot_comparison
+    from nnunet_medaka.experiment import Schedule, experiment_environ, run_teacher_student
     from nnunet_medaka.phantom import make_phantoms
-    from nnunet_medaka.plans import write_small_plans
     from nnunet_medaka.split import split_dataset
 
     if n_labeled + n_test > n_specimens:
@@ -108,83 +94,36 @@ def run_demo(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     work_dir = Path(work_dir).expanduser().resolve()
     _prepare_work_dir(work_dir, overwrite)
-    env = _stage_environ(work_dir)
-    logs = work_dir / "logs"
-    logs.mkdir()
-    timings: dict = {}
+    env = experiment_environ(work_dir, device=device)
     started = time.perf_counter()
-    steps = 9
+    counter = iter(range(1, 100))
 
-    def step(i: int, text: str):
-        log.info("[%d/%d] %s", i, steps, text)
-        return time.perf_counter()
+    def step(text: str) -> None:
+        log.info("[%d/8] %s", next(counter), text)
 
-    def done(name: str, t0: float) -> None:
-        timings[name] = round(time.perf_counter() - t0, 1)
-        log.info("      done in %.0f s", timings[name])
-
-    t0 = step(1, f"making {n_specimens} synthetic Medaka phantom specimens (micro-CT TIFF stacks + organ masks)")
+    step(f"making {n_specimens} synthetic Medaka phantom specimens (micro-CT TIFF stacks + organ masks)")
     phantoms = make_phantoms(work_dir / "phantom", n_labeled=n_specimens, n_unlabeled=2, seed=seed, size=size)
-    done("phantom", t0)
-
-    t0 = step(2, "converting them to an nnU-Net raw dataset (convert microct)")
+    step("converting them to an nnU-Net raw dataset (convert microct --crop) and splitting off the test set (split)")
     raw = env["nnUNet_raw"]
     source = convert_microct(phantoms["root"], dataset_id=SOURCE_ID, dataset_name="MedakaPhantom",
-                             organs=phantoms["organs_file"], out_dir=raw)
+                             organs=phantoms["organs_file"], out_dir=raw, crop=True)  # 2.5x fewer voxels
     experiment = split_dataset(source, dataset_id=EXPERIMENT_ID, dataset_name="MedakaPhantomFewLabels",
                                n_labeled=n_labeled, n_test=n_test, seed=seed, out_dir=raw)
-    labels = json.loads((experiment / "dataset.json").read_text())["labels"]
-    done("convert_and_split", t0)
-
-    t0 = step(3, f"planning and preprocessing {experiment.name} (nnUNetv2_plan_and_preprocess)")
-    plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # the planner crashes with 0 (2.8.1)
-    run_stock_command("nnUNetv2_plan_and_preprocess",
-                      ["-d", EXPERIMENT_ID, "-c", CONFIGURATION, "-np", 2, "-npfp", 2, "--verify_dataset_integrity"],
-                      env=plan_env, log_file=logs / "plan_and_preprocess.log")
-    preprocessed = Path(env["nnUNet_preprocessed"]) / experiment.name
-    write_small_plans(preprocessed, target_plans=PLANS)
-    results = Path(env["nnUNet_results"]) / experiment.name
-    teacher_folder = results / f"SupervisedTrainer__{PLANS}__{CONFIGURATION}"
-    update_config_file(preprocessed / "nnunet_medaka.json", [
-        ("num_epochs", epochs), ("iterations_per_epoch", iterations), ("val_iterations_per_epoch", 2),
-        ("mirroring", False), ("teacher", str(teacher_folder)), ("teacher_folds", [FOLD]),
-    ])
-    done("plan_and_preprocess", t0)
-
-    train_env = dict(env, nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "0" if device == "cpu" else "4"))
-    scores = {}
-    for i, (role, trainer) in enumerate((("teacher", "SupervisedTrainer"), ("student", "KDTrainer"))):
-        t0 = step(4 + 2 * i, f"training the {role}: nnUNetv2_train {EXPERIMENT_ID} {CONFIGURATION} {FOLD} -tr {trainer} "
-                             f"({epochs} epochs x {iterations} iterations, {device})")
-        run_stock_command("nnUNetv2_train", [EXPERIMENT_ID, CONFIGURATION, FOLD, "-tr", trainer, "-p", PLANS,
-                                             "-device", device], env=train_env, log_file=logs / f"train_{role}.log")
-        done(f"train_{role}", t0)
-        t0 = step(5 + 2 * i, f"predicting the {n_test} test specimens with the {role} and evaluating (nnU-Net's own commands)")
-        pred = work_dir / "predictions" / role
-        run_stock_command("nnUNetv2_predict", ["-i", experiment / "imagesTs", "-o", pred, "-d", EXPERIMENT_ID,
-                                               "-c", CONFIGURATION, "-tr", trainer, "-p", PLANS, "-f", FOLD,
-                                               "-device", device, "--disable_tta", "-npp", 0, "-nps", 0],
-                          env=env, log_file=logs / f"predict_{role}.log")
-        model = results / f"{trainer}__{PLANS}__{CONFIGURATION}"
-        run_stock_command("nnUNetv2_evaluate_folder", [experiment / "labelsTs", pred, "-djfile", model / "dataset.json",
-                                                       "-pfile", model / "plans.json"],
-                          env=env, log_file=logs / f"evaluate_{role}.log")
-        scores[role] = per_label_scores(pred / "summary.json", labels)
-        done(f"predict_evaluate_{role}", t0)
-
-    t0 = step(steps, "writing the comparison")
-    plot = plot_comparison(scores, work_dir / "iou_per_organ.png",
-                           title=f"Synthetic phantoms: IoU on {n_test} test specimens ({n_labeled} labeled for training)")
+    schedule = Schedule(epochs=epochs, iterations=iterations, small_plans=SMALL_PLANS)
+    result = run_teacher_student(experiment, dataset_id=EXPERIMENT_ID, work_dir=work_dir, env=env, schedule=schedule,
+                                 device=device, step=step)
+    plot = plot_comparison(result["scores"], work_dir / "iou_per_organ.png",
+                           title=f"SYNTHETIC phantoms: IoU on {n_test} test specimens ({n_labeled} labeled for training)")
     summary = {
         "data": "synthetic Medaka phantoms (not real micro-CT)",
-        "scores": scores, "timings_s": timings, "total_s": round(time.perf_counter() - started, 1),
+        **result,
+        "total_s": round(time.perf_counter() - started, 1),
         "settings": {"seed": seed, "specimens": n_specimens, "labeled": n_labeled, "test": n_test, "size": size,
-                     "epochs": epochs, "iterations_per_epoch": iterations, "device": device, "plans": PLANS},
-        "paths": {"work_dir": str(work_dir), "plot": str(plot), "teacher": str(teacher_folder),
-                  "student": str(results / f"KDTrainer__{PLANS}__{CONFIGURATION}"), "logs": str(logs)},
+                     "epochs": epochs, "iterations_per_epoch": iterations, "device": device},
+        "paths": {"work_dir": str(work_dir), "plot": str(plot), "logs": str(work_dir / "logs")},
     }
     (work_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    summary["table"] = comparison_table(scores)
+    summary["table"] = comparison_table(result["scores"])
     return summary
 
 
@@ -194,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
                        device=args.device, overwrite=args.overwrite)
     print()
     print(f"Teacher vs KD student on {args.test} held-out SYNTHETIC phantom specimens "
-          f"({args.labeled} labeled for training, {args.epochs} epochs, small CPU network):")
+          f"({args.labeled} labeled for training, {args.epochs} epochs x {args.iterations} iterations, small network):")
     print(summary["table"])
     print(f"\nplot: {summary['paths']['plot']}\nsummary: {Path(summary['paths']['work_dir']) / 'demo_summary.json'}"
           f"\ntotal time: {summary['total_s']:.0f} s")
@@ -220,7 +159,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--labeled", type=_positive, default=4, help="of those, training cases (default 4)")
     p.add_argument("--test", type=_positive, default=6, help="of those, held-out test cases (default 6)")
     p.add_argument("--size", type=_positive, default=80, help="phantom voxels along the body (default 80)")
-    p.add_argument("--epochs", type=_positive, default=8)
+    p.add_argument("--epochs", type=_positive, default=20)
     p.add_argument("--iterations", type=_positive, default=10, help="iterations per epoch")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace --work-dir even if the demo did not make it")
