@@ -1,6 +1,5 @@
 """End to end through the stock commands: train with SupervisedTrainer, predict, evaluate."""
 import json
-from pathlib import Path
 
 from helpers import run_checked, tool
 
