@@ -13,7 +13,8 @@ from nnunet_medaka.errors import MedakaError
 EXT_TRAINER_VAR = "nnUNet_extTrainer"
 NNUNET_PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
-__all__ = ["EXT_TRAINER_VAR", "NNUNET_PATH_VARS", "merged_ext_trainer", "plugin_environ", "nnunet_folder"]
+__all__ = ["EXT_TRAINER_VAR", "NNUNET_PATH_VARS", "make_nnunet_folders", "merged_ext_trainer", "nnunet_folder",
+           "planning_environ", "plugin_environ"]
 
 
 def merged_ext_trainer(current: Optional[str]) -> str:
@@ -31,19 +32,29 @@ def plugin_environ(base: Optional[Mapping[str, str]] = None, *, root: Optional[o
     base : mapping, optional
         Environment to start from.
     root : path, optional
-        If given, ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` are set to folders below it.
+        If given, ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` are set to folders below it
+        (created).
     """
     env = dict(os.environ if base is None else base)
     env[EXT_TRAINER_VAR] = merged_ext_trainer(env.get(EXT_TRAINER_VAR))
     if root is not None:
-        env.update(nnunet_paths_below(root))
+        env.update(make_nnunet_folders(root))
     return env
 
 
-def nnunet_paths_below(root: os.PathLike | str) -> dict:
-    """The three nnU-Net folder variables for a working folder ``root``."""
+def make_nnunet_folders(root: os.PathLike | str) -> dict:
+    """Create the three nnU-Net folders below ``root``; returns their variables and paths."""
     root = Path(root).expanduser().resolve()
-    return {var: str(root / var) for var in NNUNET_PATH_VARS}
+    paths = {var: root / var for var in NNUNET_PATH_VARS}
+    for path in paths.values():
+        path.mkdir(parents=True, exist_ok=True)
+    return {var: str(path) for var, path in paths.items()}
+
+
+def planning_environ(env: Mapping[str, str]) -> dict:
+    """``env`` for ``nnUNetv2_plan_and_preprocess``: without ``nnUNet_n_proc_DA``, which crashes its planner when
+    set to 0 (nnU-Net 2.8.1 calls ``torch.set_num_threads(0)``); the variable only matters for training."""
+    return {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}
 
 
 def nnunet_folder(var: str) -> Path:
@@ -57,8 +68,7 @@ def nnunet_folder(var: str) -> Path:
 def _run_env(args: argparse.Namespace) -> int:
     lines = [f"export {EXT_TRAINER_VAR}={shlex.quote(merged_ext_trainer(os.environ.get(EXT_TRAINER_VAR)))}"]
     if args.root:
-        for var, path in nnunet_paths_below(args.root).items():
-            Path(path).mkdir(parents=True, exist_ok=True)
+        for var, path in make_nnunet_folders(args.root).items():
             lines.append(f"export {var}={shlex.quote(path)}")
     print("\n".join(lines))
     return 0

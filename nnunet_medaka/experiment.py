@@ -43,8 +43,6 @@ def experiment_environ(work_dir: Path, *, device: str) -> dict:
     from nnunet_medaka.environment import plugin_environ
 
     env = plugin_environ(root=work_dir)
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        Path(env[var]).mkdir(parents=True, exist_ok=True)
     env.setdefault("nnUNet_compile", "f" if device == "cpu" else "t")  # compiling only pays on long GPU runs
     env.setdefault("nnUNet_def_n_proc", str(min(4, os.cpu_count() or 1)))
     env.pop("nnunet_medaka_config", None)
@@ -86,6 +84,7 @@ def run_teacher_student(
         ``predictions``.
     """
     from nnunet_medaka.config import update_config_file
+    from nnunet_medaka.environment import planning_environ
     from nnunet_medaka.evaluation import per_label_scores
     from nnunet_medaka.nnunet_commands import run_stock_command
     from nnunet_medaka.plans import write_small_plans
@@ -106,11 +105,10 @@ def run_teacher_student(
         log.info("      done in %.0f s", timings[name])
 
     step(f"planning and preprocessing {experiment.name} (nnUNetv2_plan_and_preprocess)")
-    plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}  # the 2.8.1 planner crashes with 0
     timed("plan_and_preprocess", lambda: run_stock_command(
         "nnUNetv2_plan_and_preprocess",
         ["-d", dataset_id, "-c", CONFIGURATION, "-np", 2, "-npfp", 2, "--verify_dataset_integrity"],
-        env=plan_env, log_file=logs / "plan_and_preprocess.log"))
+        env=planning_environ(env), log_file=logs / "plan_and_preprocess.log"))
     preprocessed = Path(env["nnUNet_preprocessed"]) / experiment.name
     plans = "nnUNetPlans"
     if schedule.small_plans is not None:

@@ -11,6 +11,7 @@ import os
 import sys
 
 from nnunet_medaka.environment import EXT_TRAINER_VAR, merged_ext_trainer
+from nnunet_medaka.errors import MedakaError
 
 # subcommand -> (nnU-Net console script, module, entry function)
 PASSTHROUGH = {
@@ -54,8 +55,6 @@ def stock_command(script: str) -> str:
     candidate = os.path.join(os.path.dirname(sys.executable), script)
     found = candidate if os.path.isfile(candidate) else shutil.which(script)
     if not found:
-        from nnunet_medaka.errors import MedakaError
-
         raise MedakaError(f"{script}: not found beside {sys.executable} nor on PATH; install nnunetv2 in this environment")
     return found
 
@@ -69,8 +68,6 @@ def run_stock_command(script: str, args: list, *, env: dict, log_file: os.PathLi
         If it exits non-zero; the message holds the command, the log path and the log's last lines.
     """
     import subprocess
-
-    from nnunet_medaka.errors import MedakaError
 
     cmd = [stock_command(script), *[str(a) for a in args]]
     with open(log_file, "w") as log:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_raw_dataset, plan_env, run_checked, tool
-from nnunet_medaka.environment import plugin_environ
+from helpers import make_raw_dataset, run_checked, tool
+from nnunet_medaka.environment import planning_environ, plugin_environ
 from nnunet_medaka.plans import write_small_plans
 
 TINY_ID = 901
@@ -36,8 +36,6 @@ def nnunet_root(tmp_path_factory) -> Path:
 def nnunet_env(nnunet_root) -> dict:
     """Environment for stock nnU-Net subprocesses: plugin trainers found, folders in tmp, CPU knobs."""
     env = plugin_environ(root=nnunet_root)
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        Path(env[var]).mkdir(parents=True, exist_ok=True)
     env.update(nnUNet_n_proc_DA="0", nnUNet_compile="f", nnUNet_def_n_proc="2", OMP_NUM_THREADS="2",
                PYTHONUNBUFFERED="1")
     env.pop("nnunet_medaka_config", None)
@@ -48,7 +46,7 @@ def nnunet_env(nnunet_root) -> dict:
 def tiny_dataset(nnunet_env) -> TinyDataset:
     raw = make_raw_dataset(Path(nnunet_env["nnUNet_raw"]), TINY_ID, TINY_NAME)
     run_checked([tool("nnUNetv2_plan_and_preprocess"), "-d", TINY_ID, "-c", "3d_fullres", "-np", "2",
-                 "-npfp", "2", "--verify_dataset_integrity"], plan_env(nnunet_env))
+                 "-npfp", "2", "--verify_dataset_integrity"], planning_environ(nnunet_env))
     preprocessed = Path(nnunet_env["nnUNet_preprocessed"]) / raw.name
     write_small_plans(preprocessed, target_plans=SMALL_PLANS)
     (preprocessed / "nnunet_medaka.json").write_text(json.dumps(TINY_SCHEDULE))

@@ -67,10 +67,3 @@ def make_raw_dataset(raw_root: Path, dataset_id: int, name: str, n_cases: int = 
         "name": name, "description": "synthetic spheres and boxes made by the nnunet-medaka tests",
     }, indent=2))
     return folder
-
-
-def plan_env(env: Mapping[str, str]) -> dict:
-    """nnU-Net's planner crashes with nnUNet_n_proc_DA=0 (facts §8): drop it for planning only."""
-    env = dict(env)
-    env.pop("nnUNet_n_proc_DA", None)
-    return env
