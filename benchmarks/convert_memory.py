@@ -25,7 +25,7 @@ import numpy as np
 
 CHILD = r"""
 import json, resource, sys, time
-from nnunet_medaka.convert import convert_microct
+from nnunet_medaka.conversion.convert import convert_microct
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 start = time.perf_counter()
 convert_microct(sys.argv[1], dataset_id=999, dataset_name="MemoryBenchmark", out_dir=sys.argv[2],

@@ -1,7 +1,7 @@
 """Teacher vs KD student on real data: MSD Task04 hippocampus (../shared), through the stock nnU-Net commands.
 
 Converts the shared cases, splits off a seeded held-out test set and k labeled cases, then runs
-nnunet_medaka.experiment.run_teacher_student (plan -> SupervisedTrainer teacher -> KDTrainer student ->
+nnunet_medaka.pipeline.experiment.run_teacher_student (plan -> SupervisedTrainer teacher -> KDTrainer student ->
 predict -> evaluate) and prints one JSON object with per-label Dice/IoU for both. On a CPU use a reduced
 schedule (the defaults); on a GPU raise --epochs/--iterations and drop --small.
 
@@ -14,9 +14,9 @@ import shutil
 import time
 from pathlib import Path
 
-from nnunet_medaka.convert import convert_msd
-from nnunet_medaka.experiment import Schedule, experiment_environ, run_teacher_student
-from nnunet_medaka.split import split_dataset
+from nnunet_medaka.conversion.convert import convert_msd
+from nnunet_medaka.pipeline.experiment import Schedule, experiment_environ, run_teacher_student
+from nnunet_medaka.conversion.split import split_dataset
 
 SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "msd_hippocampus"
 

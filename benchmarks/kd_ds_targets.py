@@ -60,8 +60,9 @@ def main(argv=None) -> int:
     import torch.nn.functional as F
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
-    from nnunet_medaka.kd_loss import kd_divergence, pool_probabilities, teacher_probabilities
-    from nnunet_medaka.teacher import load_teacher, locate_teacher
+    from nnunet_medaka.training.kd_loss import kd_divergence, pool_probabilities, teacher_probabilities
+    from nnunet_medaka.training.teacher import load_teacher
+    from nnunet_medaka.training.teacher_files import locate_teacher
 
     files = locate_teacher(args.model_folder, [args.fold], args.checkpoint)
     configuration = torch.load(files.checkpoints[args.fold], map_location="cpu", weights_only=False)["init_args"]["configuration"]

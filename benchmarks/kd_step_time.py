@@ -165,7 +165,7 @@ def measure(plans, dataset_json, args, device, runtime) -> dict:
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from nnunet_medaka.kd_trainer import KDTrainer
+    from nnunet_medaka.training.kd_trainer import KDTrainer
 
     on_cuda = device.type == "cuda"
     result = {"plain": {}, "kd": {}}
@@ -198,7 +198,7 @@ def measure(plans, dataset_json, args, device, runtime) -> dict:
 def time_teacher(trainer, batch, args, device) -> float:
     import torch
 
-    from nnunet_medaka.kd_loss import teacher_probabilities
+    from nnunet_medaka.training.kd_loss import teacher_probabilities
 
     x = batch["data"].to(device)
     times = []
@@ -218,7 +218,7 @@ def compare_ds_targets(trainer, batch, args, device) -> dict:
     import torch
     from torch._dynamo.eval_frame import OptimizedModule
 
-    from nnunet_medaka.kd_loss import pool_probabilities, teacher_probabilities
+    from nnunet_medaka.training.kd_loss import pool_probabilities, teacher_probabilities
 
     x = batch["data"].to(device)
     shapes = [t.shape[2:] for t in batch["target"]]
@@ -300,7 +300,7 @@ def main(argv=None) -> int:
             plans, dataset_json, teacher = write_fixture(root, args)
             config.write_text(json.dumps({"teacher": str(teacher), "teacher_folds": list(range(args.teacher_folds))}))
             os.environ["nnunet_medaka_config"] = str(config)
-            from nnunet_medaka.teacher import default_runtime
+            from nnunet_medaka.training.teacher import default_runtime
 
             runtime = default_runtime(device, compile_student=args.compile and device.type == "cuda")
             overrides = {k: v for k, v in {

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from nnunet_medaka.convert import convert_msd
+from nnunet_medaka.conversion.convert import convert_msd
 from nnunet_medaka.errors import MedakaError
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "msd_hippocampus"

@@ -11,9 +11,9 @@ import argparse
 import logging
 import sys
 
-from nnunet_medaka.convert import convert_microct
+from nnunet_medaka.conversion.convert import convert_microct
 from nnunet_medaka.errors import MedakaError
-from nnunet_medaka.phantom import make_phantoms
+from nnunet_medaka.conversion.phantom import make_phantoms
 
 
 def main(argv=None) -> int:

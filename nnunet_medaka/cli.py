@@ -1,7 +1,7 @@
 """``nnunet-medaka`` command line: argparse subcommands, one module each, in data-flow order.
 
-Each module listed in ``SUBCOMMAND_MODULES`` offers ``add_parser(subparsers)``, which registers its
-subcommand and sets ``func`` (taking the parsed namespace, returning an exit status). Modules keep
+Each entry of ``SUBCOMMANDS`` names a module and its function ``(subparsers)`` that registers its
+subcommands and sets ``func`` (taking the parsed namespace, returning an exit status). Modules keep
 heavy imports (torch, nnU-Net) inside functions so that ``nnunet-medaka env`` answers at once.
 """
 from __future__ import annotations
@@ -14,18 +14,19 @@ from typing import Optional, Sequence
 
 from nnunet_medaka import __version__
 from nnunet_medaka.errors import MedakaError
-from nnunet_medaka.nnunet_commands import PASSTHROUGH, run_nnunet_entry
+from nnunet_medaka.environment import PASSTHROUGH, run_nnunet_entry
 
-SUBCOMMAND_MODULES = (
-    "nnunet_medaka.environment",  # env
-    "nnunet_medaka.doctor",  # doctor
-    "nnunet_medaka.config_cli",  # config
-    "nnunet_medaka.phantom",  # phantom
-    "nnunet_medaka.convert",  # convert
-    "nnunet_medaka.split",  # split
-    "nnunet_medaka.nnunet_commands",  # train, predict
-    "nnunet_medaka.export",  # export-plain
-    "nnunet_medaka.demo",  # demo
+# (module, function registering its subcommands), shared pieces first, then the stages in data-flow order
+SUBCOMMANDS = (
+    ("nnunet_medaka.environment", "add_parser"),  # env
+    ("nnunet_medaka.doctor", "add_parser"),  # doctor
+    ("nnunet_medaka.config", "add_parser"),  # config
+    ("nnunet_medaka.conversion.phantom", "add_parser"),  # phantom
+    ("nnunet_medaka.conversion.convert", "add_parser"),  # convert
+    ("nnunet_medaka.conversion.split", "add_parser"),  # split
+    ("nnunet_medaka.environment", "add_passthrough_parsers"),  # train, predict
+    ("nnunet_medaka.training.export", "add_parser"),  # export-plain
+    ("nnunet_medaka.pipeline.demo", "add_parser"),  # demo
 )
 
 
@@ -37,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nnunet-medaka {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        importlib.import_module(name).add_parser(subparsers)
+    for module, function in SUBCOMMANDS:
+        getattr(importlib.import_module(module), function)(subparsers)
     return parser
 
 

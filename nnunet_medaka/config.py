@@ -7,6 +7,7 @@ dataset_json, device``), so this file is how every setting reaches them.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -255,3 +256,40 @@ def update_config_file(path: os.PathLike | str, assignments: Iterable[tuple[str,
         raise MedakaError(f"{path.parent}: folder does not exist; run nnUNetv2_plan_and_preprocess for this dataset first")
     write_json_atomic(path, data)
     return resolved
+
+
+# ``nnunet-medaka config``: create, edit, validate and show a dataset's config file.
+
+def _run_config(args: argparse.Namespace) -> int:
+    from nnunet_medaka.environment import preprocessed_dataset_folder
+
+    folder = preprocessed_dataset_folder(args.dataset)
+    path = config_path(folder)
+    if os.environ.get(CONFIG_ENV_VAR):
+        print(f"note: {CONFIG_ENV_VAR} is set, so this edits {path}")
+    if args.set:
+        config = update_config_file(path, [parse_assignment(a) for a in args.set])
+        print(f"wrote {path}")
+    else:
+        config, found = load_config(folder)
+        if found is None:
+            print(f"{path} does not exist yet: all defaults apply (create it with --set KEY=VALUE)")
+        else:
+            print(f"{path} is valid")
+    if args.show or not args.set:
+        print(json.dumps(config.to_dict(), indent=2))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "config",
+        help="create, edit, validate or show a dataset's nnunet_medaka.json (read by the plugin trainers)",
+        description=f"The file lives in nnUNet_preprocessed/DatasetXXX_Name/nnunet_medaka.json "
+        f"(or where ${CONFIG_ENV_VAR} points). Without --set it validates and shows the resolved settings.",
+    )
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or DatasetXXX_Name")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="set a key (JSON value, e.g. num_epochs=50, teacher_folds=[0,1], mirroring=false; KEY=null resets); repeatable")
+    p.add_argument("--show", action="store_true", help="print the resolved settings after --set")
+    p.set_defaults(func=_run_config)

@@ -1,9 +1,13 @@
-"""Environment nnU-Net needs to find the plugin: ``nnUNet_extTrainer`` and the three data folders."""
+"""Environment nnU-Net needs to find the plugin (``nnUNet_extTrainer``, the three data folders), and running
+nnU-Net's own commands with it: ``nnunet-medaka env``, and ``nnunet-medaka train|predict``, which call nnU-Net's
+entry points with every argument passed through unchanged (``nnunet-medaka train 1 3d_fullres 0 -tr KDTrainer``
+is exactly ``nnUNetv2_train 1 3d_fullres 0 -tr KDTrainer`` for users who have not exported ``nnUNet_extTrainer``)."""
 from __future__ import annotations
 
 import argparse
 import os
 import shlex
+import sys
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -13,8 +17,9 @@ from nnunet_medaka.errors import MedakaError
 EXT_TRAINER_VAR = "nnUNet_extTrainer"
 NNUNET_PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
-__all__ = ["EXT_TRAINER_VAR", "NNUNET_PATH_VARS", "make_nnunet_folders", "merged_ext_trainer", "nnunet_folder",
-           "planning_environ", "plugin_environ"]
+__all__ = ["EXT_TRAINER_VAR", "NNUNET_PATH_VARS", "PASSTHROUGH", "add_passthrough_parsers", "make_nnunet_folders", "merged_ext_trainer", "nnunet_folder",
+           "planning_environ", "plugin_environ", "preprocessed_dataset_folder", "run_nnunet_entry", "run_stock_command",
+           "stock_command"]
 
 
 def merged_ext_trainer(current: Optional[str]) -> str:
@@ -65,6 +70,85 @@ def nnunet_folder(var: str) -> Path:
     return Path(value)
 
 
+def preprocessed_dataset_folder(dataset: str) -> Path:
+    """``nnUNet_preprocessed/DatasetXXX_Name`` for a dataset id (``4``, ``004``) or full name.
+
+    Raises
+    ------
+    MedakaError
+        If ``nnUNet_preprocessed`` is unset, or no (or more than one) matching folder exists.
+    """
+    root = nnunet_folder("nnUNet_preprocessed")
+    if dataset.isdigit():
+        matches = sorted(root.glob(f"Dataset{int(dataset):03d}_*"))
+    else:
+        matches = [root / dataset] if (root / dataset).is_dir() else []
+    matches = [m for m in matches if m.is_dir()]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise MedakaError(f"dataset {dataset!r}: no folder in nnUNet_preprocessed={root}; "
+                          f"run `nnUNetv2_plan_and_preprocess -d {dataset}` first")
+    raise MedakaError(f"dataset {dataset!r}: several folders match in {root}: {', '.join(m.name for m in matches)}; give the full name")
+
+
+# subcommand -> (nnU-Net console script, module, entry function)
+PASSTHROUGH = {
+    "train": ("nnUNetv2_train", "nnunetv2.run.run_training", "run_training_entry"),
+    "predict": ("nnUNetv2_predict", "nnunetv2.inference.predict_from_raw_data", "predict_entry_point"),
+}
+
+
+def run_nnunet_entry(command: str, argv: list) -> int:
+    """Call nnU-Net's entry point for ``command`` in this process with ``argv`` and the plugin visible."""
+    import importlib
+
+    script, module, function = PASSTHROUGH[command]
+    os.environ[EXT_TRAINER_VAR] = merged_ext_trainer(os.environ.get(EXT_TRAINER_VAR))
+    entry = getattr(importlib.import_module(module), function)
+    saved = sys.argv
+    sys.argv = [script, *argv]
+    try:
+        result = entry()
+    except SystemExit as e:  # argparse --help / errors inside nnU-Net
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = saved
+    return result if isinstance(result, int) else 0
+
+
+def stock_command(script: str) -> str:
+    """Path of an nnU-Net console script from the running environment (falls back to PATH)."""
+    import shutil
+
+    candidate = os.path.join(os.path.dirname(sys.executable), script)
+    found = candidate if os.path.isfile(candidate) else shutil.which(script)
+    if not found:
+        raise MedakaError(f"{script}: not found beside {sys.executable} nor on PATH; install nnunetv2 in this environment")
+    return found
+
+
+def run_stock_command(script: str, args: list, *, env: dict, log_file: os.PathLike) -> None:
+    """Run a stock ``nnUNetv2_*`` command in a subprocess, its output going to ``log_file``.
+
+    Raises
+    ------
+    MedakaError
+        If it exits non-zero; the message holds the command, the log path and the log's last lines.
+    """
+    import subprocess
+
+    cmd = [stock_command(script), *[str(a) for a in args]]
+    with open(log_file, "w") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if code != 0:
+        with open(log_file) as log:
+            tail = "".join(log.readlines()[-15:])
+        raise MedakaError(f"{' '.join(cmd)} failed (exit {code}); full log: {log_file}\n{tail}")
+
+
 def _run_env(args: argparse.Namespace) -> int:
     lines = [f"export {EXT_TRAINER_VAR}={shlex.quote(merged_ext_trainer(os.environ.get(EXT_TRAINER_VAR)))}"]
     if args.root:
@@ -83,3 +167,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--root", metavar="DIR", help="also set nnUNet_raw/_preprocessed/_results to folders below DIR (created)")
     p.set_defaults(func=_run_env)
+
+
+def add_passthrough_parsers(subparsers: argparse._SubParsersAction) -> None:
+    for command, (script, _, _) in PASSTHROUGH.items():
+        p = subparsers.add_parser(
+            command, add_help=False,
+            help=f"run {script} with the plugin trainers visible (all arguments passed through; --help shows nnU-Net's)",
+        )
+        p.add_argument("nnunet_args", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda args, c=command: run_nnunet_entry(c, args.nnunet_args))

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import make_raw_dataset, run_checked, tool
 from nnunet_medaka.environment import planning_environ, plugin_environ
-from nnunet_medaka.plans import write_small_plans
+from nnunet_medaka.training.plans import write_small_plans
 
 TINY_ID = 901
 TINY_NAME = "TinySpheres"

@@ -1,0 +1,220 @@
+"""Create nnU-Net raw datasets safely: names, id clashes, staging folder, ``dataset.json``.
+
+Every writer in the plugin builds a dataset in a hidden staging folder beside the target and
+renames it into place only when everything succeeded, so a failed or interrupted conversion
+leaves no partial dataset behind.
+
+Beyond nnU-Net's keys, the plugin's ``dataset.json`` may declare (nnU-Net ignores unknown keys):
+
+- ``"unlabeled_images"``: folder of images without labels, named ``CASE_0000.nii.gz`` like
+  ``imagesTr``, that the teacher pseudo-labels (``imagesUnlabeled``); ``"numUnlabeled"`` counts them.
+- ``"unlabeled_ground_truth"``: labels of those images kept for evaluation only, never for
+  training (``labelsUnlabeled_gt``; present for synthetic data and experiment splits).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Iterator, Optional
+
+from nnunet_medaka.config import write_json_atomic
+from nnunet_medaka.errors import MedakaError
+
+log = logging.getLogger(__name__)
+
+UNLABELED_IMAGES = "imagesUnlabeled"
+UNLABELED_GT = "labelsUnlabeled_gt"
+FILE_ENDING = ".nii.gz"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+__all__ = [
+    "FILE_ENDING",
+    "UNLABELED_GT",
+    "UNLABELED_IMAGES",
+    "case_id_from_name",
+    "cases_in_folder",
+    "dataset_folder_name",
+    "list_cases",
+    "resolve_raw_dataset",
+    "staged_dataset",
+    "target_folder",
+    "write_dataset_json",
+]
+
+
+def dataset_folder_name(dataset_id: int, dataset_name: str) -> str:
+    """``DatasetXXX_Name`` after checking the id (1-999) and the name (letters, digits, ``_``, ``-``)."""
+    if isinstance(dataset_id, bool) or not isinstance(dataset_id, int) or not 1 <= dataset_id <= 999:
+        raise MedakaError(f"dataset id {dataset_id!r}: expected an integer from 1 to 999 (nnU-Net uses three digits)")
+    if not isinstance(dataset_name, str) or not _NAME.match(dataset_name):
+        raise MedakaError(
+            f"dataset name {dataset_name!r}: use letters, digits, '_' and '-' only, starting with a letter or digit "
+            "(e.g. MedakaPhantom)"
+        )
+    return f"Dataset{dataset_id:03d}_{dataset_name}"
+
+
+def case_id_from_name(name: str, where: str) -> str:
+    """Case id for a specimen file or folder name: suffix removed, other characters than letters,
+    digits, ``_``, ``-`` and ``.`` replaced by ``_`` (``"Medaka 01.tif"`` -> ``"Medaka_01"``)."""
+    from nnunet_medaka.conversion.volume_io import strip_volume_suffix
+
+    case_id = re.sub(r"[^A-Za-z0-9_.\-]+", "_", strip_volume_suffix(name)).strip("._-")
+    if not case_id:
+        raise MedakaError(f"{where}: cannot make a case id from the name {name!r}; rename it to letters and digits")
+    return case_id
+
+
+def target_folder(dataset_id: int, dataset_name: str, out_dir: Optional[os.PathLike | str] = None) -> Path:
+    """Where a new raw dataset goes, refusing an id that another dataset already uses.
+
+    Parameters
+    ----------
+    dataset_id, dataset_name : int, str
+        nnU-Net dataset number and name.
+    out_dir : path, optional
+        Folder that receives ``DatasetXXX_Name``; default ``$nnUNet_raw``.
+
+    Raises
+    ------
+    MedakaError
+        If ``nnUNet_raw`` is unset (and no ``out_dir``), or a dataset with this id and another name
+        exists in the raw, preprocessed or results folder (nnU-Net finds datasets by number).
+    """
+    from nnunet_medaka.environment import nnunet_folder
+
+    folder_name = dataset_folder_name(dataset_id, dataset_name)
+    root = Path(out_dir) if out_dir is not None else nnunet_folder("nnUNet_raw")
+    places = [root]
+    if out_dir is None:
+        places += [Path(os.environ[v]) for v in ("nnUNet_preprocessed", "nnUNet_results") if os.environ.get(v)]
+    for place in places:
+        if not place.is_dir():
+            continue
+        for other in place.glob(f"Dataset{dataset_id:03d}_*"):
+            if other.name != folder_name and not other.name.startswith("."):
+                raise MedakaError(
+                    f"{other}: dataset id {dataset_id} is already used by {other.name}; nnU-Net finds datasets by number, "
+                    "so choose another id or delete that dataset"
+                )
+    return root / folder_name
+
+
+@contextlib.contextmanager
+def staged_dataset(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder that becomes ``target`` when the block succeeds.
+
+    On any exception (or Ctrl-C) the staging folder is deleted and ``target`` is untouched.
+
+    Raises
+    ------
+    MedakaError
+        If ``target`` exists and ``overwrite`` is False.
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise MedakaError(f"{target}: already exists; pass --overwrite to replace it, or choose another name")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("replaced %s; re-run nnUNetv2_plan_and_preprocess for it if it was planned before", target)
+
+
+def write_dataset_json(
+    folder: Path,
+    *,
+    channel_names: dict,
+    labels: dict,
+    num_training: int,
+    file_ending: str = FILE_ENDING,
+    **extra,
+) -> dict:
+    """Write ``dataset.json`` with nnU-Net's required keys first, then ``extra``; returns the dict."""
+    data = {
+        "channel_names": {str(k): v for k, v in channel_names.items()},
+        "labels": dict(labels),
+        "numTraining": int(num_training),
+        "file_ending": file_ending,
+        **extra,
+    }
+    write_json_atomic(Path(folder) / "dataset.json", data)
+    return data
+
+
+def resolve_raw_dataset(spec: os.PathLike | str | int) -> Path:
+    """A raw dataset folder from a path, ``DatasetXXX_Name``, a name, or an id in ``$nnUNet_raw``."""
+    from nnunet_medaka.environment import nnunet_folder
+
+    path = Path(str(spec)).expanduser()
+    if path.is_dir() and (path / "dataset.json").is_file():
+        return path
+    if path.is_dir():
+        raise MedakaError(f"{path}: no dataset.json here; expected an nnU-Net raw dataset folder")
+    text = str(spec)
+    raw = nnunet_folder("nnUNet_raw")
+    if text.isdigit():
+        matches = sorted(raw.glob(f"Dataset{int(text):03d}_*"))
+    else:
+        matches = sorted(p for p in raw.glob("Dataset*_*") if p.name == text or p.name.split("_", 1)[1] == text)
+    matches = [m for m in matches if m.is_dir() and not m.name.startswith(".")]
+    if len(matches) != 1:
+        found = ", ".join(m.name for m in matches) or "nothing"
+        raise MedakaError(f"{spec!r}: expected one raw dataset in {raw} matching it, found {found}")
+    return matches[0]
+
+
+def list_cases(raw_dataset: Path, dataset_json: dict) -> dict:
+    """Training cases ``{case: {"images": [paths], "label": path}}`` as nnU-Net lists them.
+
+    Follows nnU-Net's rules: the ``"dataset"`` map if present (paths absolute or relative to the
+    dataset folder, ``$VAR`` expanded), else ``imagesTr/CASE_XXXX<ending>`` with ``labelsTr/CASE<ending>``.
+    """
+    ending = dataset_json["file_ending"]
+    n_channels = len(dataset_json["channel_names"])
+    if "dataset" in dataset_json:
+        def absolute(p: str) -> Path:
+            p = os.path.expandvars(p)
+            return Path(p) if os.path.isabs(p) else raw_dataset / p
+
+        return {
+            case: {"images": [absolute(i) for i in entry["images"]], "label": absolute(entry["label"])}
+            for case, entry in dataset_json["dataset"].items()
+        }
+    return cases_in_folder(raw_dataset / "imagesTr", raw_dataset / "labelsTr", ending, n_channels)
+
+
+def cases_in_folder(images: Path, labels: Optional[Path], ending: str, n_channels: int) -> dict:
+    """Cases of an nnU-Net style images folder: ``{case: {"images": [CASE_XXXX<ending>], "label": labels/CASE<ending>}}``."""
+    if not images.is_dir():
+        return {}
+    pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")
+    cases: dict = {}
+    for f in sorted(images.iterdir()):
+        m = pattern.match(f.name)
+        if m:
+            cases.setdefault(m.group(1), []).append(f)
+    return {
+        case: {
+            "images": [images / f"{case}_{c:04d}{ending}" for c in range(n_channels)],
+            "label": None if labels is None else labels / f"{case}{ending}",
+        }
+        for case in cases
+    }
