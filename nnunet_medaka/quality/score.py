@@ -63,12 +63,15 @@ class QualityModel:
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(predicted IoU clipped to [0, 1], P(IoU >= tau)) for a feature matrix."""
-        iou = np.clip(self.regressor.predict(x), 0.0, 1.0)
-        if self.classifier is None:
-            p = np.full(len(x), float(self.constant_p_good))
-        else:
-            classes = list(self.classifier.classes_)
-            p = self.classifier.predict_proba(x)[:, classes.index(1)]
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1):  # small inputs: one thread is fastest, above all on a busy CPU
+            iou = np.clip(self.regressor.predict(x), 0.0, 1.0)
+            if self.classifier is None:
+                p = np.full(len(x), float(self.constant_p_good))
+            else:
+                classes = list(self.classifier.classes_)
+                p = self.classifier.predict_proba(x)[:, classes.index(1)]
         return iou, p
 
     def to_dict(self) -> dict:
