@@ -1,0 +1,259 @@
+"""The pseudo-label output folder: settings, per-case records, the table and the summary, and merging shards.
+
+Layout of ``OUTPUT/``::
+
+    pseudolabel_settings.json   teacher, folds, input, acceptance settings, the full sorted case list
+    labels/CASE<ending>         the training label map: teacher argmax (+ ignore label for rejected organs)
+    records/CASE.json           per-case result; written last, so a case is finished exactly when it exists
+    failures/CASE.json          a case whose files could not be read (retried on the next run)
+    runs/part-I-of-N.json       timing of the latest run of each part (cases/s, peak memory)
+    pseudolabels.csv            one row per case and organ (written by a complete run or by ``merge``)
+    pseudolabel_summary.json    counts and mean true IoU of accepted vs rejected pseudo-labels
+    failed_cases.csv            only when some case failed
+
+The table and the summary are computed from the records only (sorted by case, organs in label order, floats in
+fixed notation), so sharded runs merged give byte-identical files to one run.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Optional
+
+from nnunet_medaka.config import write_json_atomic
+from nnunet_medaka.errors import MedakaError
+
+__all__ = ["FAILED_FILE", "SETTINGS_FILE", "SUMMARY_FILE", "TABLE_COLUMNS", "TABLE_FILE", "finished_cases",
+           "format_table", "merge_pseudolabels", "read_records", "read_settings", "summarize", "write_record",
+           "write_results"]
+
+SETTINGS_FILE = "pseudolabel_settings.json"
+TABLE_FILE = "pseudolabels.csv"
+SUMMARY_FILE = "pseudolabel_summary.json"
+FAILED_FILE = "failed_cases.csv"
+TABLE_COLUMNS = ("case", "organ", "label", "voxels", "predicted_iou", "p_good", "decision", "case_decision", "true_iou")
+
+
+def read_settings(output: Path) -> dict:
+    path = Path(output) / SETTINGS_FILE
+    if not path.is_file():
+        raise MedakaError(f"{output}: no {SETTINGS_FILE}; not a pseudolabel output folder (run `nnunet-medaka pseudolabel`)")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise MedakaError(f"{path}: not valid JSON ({e})") from None
+
+
+def write_record(output: Path, record: dict) -> None:
+    """Write a finished case's record atomically (after its label file is in place)."""
+    write_json_atomic(Path(output) / "records" / f"{record['case']}.json", record)
+    failure = Path(output) / "failures" / f"{record['case']}.json"
+    if failure.exists():
+        failure.unlink()
+
+
+def _load_record(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def finished_cases(output: Path, cases: Iterable[str]) -> set:
+    """Cases whose record exists and whose label file is present."""
+    done = set()
+    for case in cases:
+        record = _load_record(Path(output) / "records" / f"{case}.json")
+        if record is not None and (Path(output) / record["label_file"]).is_file():
+            done.add(case)
+    return done
+
+
+def read_records(output: Path, cases: Iterable[str]) -> tuple[dict, dict]:
+    """(records, failures) of the given cases, each case -> dict; cases with neither are absent."""
+    records, failures = {}, {}
+    for case in cases:
+        record = _load_record(Path(output) / "records" / f"{case}.json")
+        if record is not None:
+            records[case] = record
+            continue
+        failure = _load_record(Path(output) / "failures" / f"{case}.json")
+        if failure is not None:
+            failures[case] = failure
+    return records, failures
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6f}"
+    return str(value)
+
+
+def format_table(records: dict) -> str:
+    """``pseudolabels.csv`` text: one row per case (sorted) and organ (label order)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(TABLE_COLUMNS)
+    for case in sorted(records):
+        record = records[case]
+        for organ in sorted(record["organs"], key=lambda o: o["label"]):
+            writer.writerow([case, organ["organ"], organ["label"], organ["voxels"],
+                             *(_fmt(None if organ.get(k) is None else float(organ[k])) for k in ("predicted_iou", "p_good")),
+                             organ["decision"], record["case_decision"],
+                             _fmt(None if organ.get("true_iou") is None else float(organ["true_iou"]))])
+    return buffer.getvalue()
+
+
+def _mean(values: list) -> Optional[float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return round(sum(values) / len(values), 6) if values else None
+
+
+def summarize(settings: dict, records: dict, failures: dict) -> dict:
+    """Counts of accepted/partial/rejected cases and organs, and the true IoU of accepted vs rejected ones."""
+    decisions = [r["case_decision"] for r in records.values()]
+    organs = [o for r in records.values() for o in r["organs"]]
+    with_truth = [o for o in organs if o.get("true_iou") is not None]
+    used = [c for c, r in records.items() if r["case_decision"] != "reject"]
+    summary = {
+        "cases": len(settings["cases"]),
+        "finished": len(records),
+        "failed": sorted(failures),
+        "acceptance": settings["acceptance"],
+        "threshold": settings["threshold"],
+        "cases_accepted": decisions.count("accept"),
+        "cases_partial": decisions.count("partial"),
+        "cases_rejected": decisions.count("reject"),
+        "cases_for_student": sorted(used),
+        "organs_accepted": sum(o["decision"] == "accept" for o in organs),
+        "organs_rejected": sum(o["decision"] == "reject" for o in organs),
+        "per_organ": {},
+    }
+    if with_truth:
+        summary["true_iou"] = {
+            "accepted_organs_mean": _mean([o["true_iou"] for o in with_truth if o["decision"] == "accept"]),
+            "rejected_organs_mean": _mean([o["true_iou"] for o in with_truth if o["decision"] == "reject"]),
+            "all_organs_mean": _mean([o["true_iou"] for o in with_truth]),
+            "student_cases_mean": _mean([o["true_iou"] for c in used for o in records[c]["organs"]
+                                         if o.get("true_iou") is not None]),
+        }
+    names = sorted({(o["label"], o["organ"]) for o in organs})
+    for label, name in names:
+        mine = [o for o in organs if o["organ"] == name]
+        entry = {"accepted": sum(o["decision"] == "accept" for o in mine),
+                 "rejected": sum(o["decision"] == "reject" for o in mine)}
+        if any(o.get("true_iou") is not None for o in mine):
+            entry["true_iou_accepted_mean"] = _mean([o["true_iou"] for o in mine if o["decision"] == "accept"
+                                                     and o.get("true_iou") is not None])
+            entry["true_iou_rejected_mean"] = _mean([o["true_iou"] for o in mine if o["decision"] == "reject"
+                                                     and o.get("true_iou") is not None])
+        summary["per_organ"][name] = entry
+    return summary
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results(output: Path) -> dict:
+    """Write the table, summary and failure list of a complete output folder from its records.
+
+    Raises
+    ------
+    MedakaError
+        If some case has neither a record nor a failure (a part has not run or was interrupted).
+    """
+    output = Path(output)
+    settings = read_settings(output)
+    records, failures = read_records(output, settings["cases"])
+    missing = [c for c in settings["cases"] if c not in records and c not in failures]
+    if missing:
+        raise MedakaError(f"{output}: {len(missing)} of {len(settings['cases'])} cases are not finished "
+                          f"(e.g. {missing[:3]}); run the missing parts (`nnunet-medaka pseudolabel` with the same "
+                          "arguments and each --part-id), then merge again")
+    _write_text_atomic(output / TABLE_FILE, format_table(records))
+    summary = summarize(settings, records, failures)
+    write_json_atomic(output / SUMMARY_FILE, summary)
+    failed = output / FAILED_FILE
+    if failures:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(("case", "files", "error"))
+        for case in sorted(failures):
+            writer.writerow((case, " ".join(failures[case]["files"]), failures[case]["error"]))
+        _write_text_atomic(failed, buffer.getvalue())
+    elif failed.exists():
+        failed.unlink()
+    return summary
+
+
+def _same_run(a: dict, b: dict) -> list:
+    return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def merge_pseudolabels(output: os.PathLike | str, sources: Iterable[os.PathLike | str] = ()) -> dict:
+    """Combine the parts of a sharded run and write the table and summary.
+
+    Parameters
+    ----------
+    output : path
+        The output folder. When every part wrote into it (a shared file system), no ``sources`` are needed.
+    sources : paths, optional
+        Output folders of parts that ran elsewhere; their label files and records are copied into ``output``
+        (created if needed, with the parts' settings).
+
+    Returns
+    -------
+    dict
+        The summary.
+
+    Raises
+    ------
+    MedakaError
+        If the parts were run with different settings, or some case is not finished in any of them.
+    """
+    output = Path(output).expanduser()
+    sources = [Path(s).expanduser() for s in sources]
+    reference = None
+    if (output / SETTINGS_FILE).is_file():
+        reference = read_settings(output)
+    for source in sources:
+        settings = read_settings(source)
+        if reference is None:
+            output.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(output / SETTINGS_FILE, settings)
+            reference = settings
+        differ = _same_run(reference, settings)
+        if differ:
+            raise MedakaError(f"{source}: made with other settings than {output} (keys {', '.join(differ)}); "
+                              "merge only parts of one run")
+    if reference is None:
+        raise MedakaError(f"{output}: no {SETTINGS_FILE}; give the parts' output folders")
+    for sub in ("labels", "records", "failures"):
+        (output / sub).mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        if source.resolve() == output.resolve():
+            continue
+        records, failures = read_records(source, reference["cases"])
+        for case, record in records.items():
+            label = source / record["label_file"]
+            if not label.is_file():
+                continue
+            target = output / record["label_file"]
+            tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+            shutil.copyfile(label, tmp)
+            os.replace(tmp, target)
+            write_record(output, record)
+        for case, failure in failures.items():
+            if not (output / "records" / f"{case}.json").is_file():
+                write_json_atomic(output / "failures" / f"{case}.json", failure)
+    return write_results(output)

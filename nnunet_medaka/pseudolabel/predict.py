@@ -1,0 +1,487 @@
+"""``nnunet-medaka pseudolabel``: the teacher predicts unlabeled scans, the quality model scores each prediction while
+its probabilities are in memory, and the accepted pseudo-labels are written for the student dataset.
+
+The prediction is nnU-Net's own: ``nnUNetPredictor`` initialised from the teacher's model folder (fold ensemble,
+sliding window, Gaussian weighting, optional mirroring), nnU-Net's preprocessor for the input and nnU-Net's export
+back to the original geometry (``convert_predicted_logits_to_segmentation_with_correct_shape``), so the label maps
+equal ``nnUNetv2_predict``'s. Probability maps never reach the disk.
+
+Resumable: a case is finished exactly when ``records/CASE.json`` exists; it is written after the label file was
+renamed into place (label files are written to a hidden temporary name first). A killed run is resumed by running
+the same command again. Shardable like ``nnUNetv2_predict``: ``--num-parts N --part-id I`` processes every N-th case
+of the sorted case list; ``nnunet-medaka pseudolabel-merge`` then writes the table (byte-identical to one run).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from nnunet_medaka.config import write_json_atomic
+from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.pseudolabel.acceptance import ACCEPTANCE_MODES, apply_organ_rejection, decide
+from nnunet_medaka.pseudolabel.inputs import (
+    Teacher, find_unlabeled_images, labeled_case_ids, resolve_teacher, teacher_raw_dataset,
+)
+from nnunet_medaka.pseudolabel.outputs import (
+    SETTINGS_FILE, SUMMARY_FILE, TABLE_FILE, FAILED_FILE, finished_cases, merge_pseudolabels, write_record,
+    write_results,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Scorer", "pseudolabel"]
+
+# (image (C,Z,Y,X), probabilities (K,Z,Y,X), spacing) -> {organ: {"predicted_iou": float, "p_good": float, ...}}
+Scorer = Callable[[np.ndarray, np.ndarray, Sequence[float]], dict]
+SETTINGS_FORMAT = "nnunet-medaka-pseudolabels"
+
+
+def _check_options(acceptance: str, threshold: Optional[float], ignore_band: int, band_probability: Optional[float],
+                   num_parts: int, part_id: int, has_model: bool) -> None:
+    if acceptance not in ACCEPTANCE_MODES:
+        raise MedakaError(f"--acceptance {acceptance!r}: expected one of {', '.join(ACCEPTANCE_MODES)}")
+    if acceptance != "none" and not has_model:
+        raise MedakaError(f"--acceptance {acceptance} filters pseudo-labels with a quality model, but none was given; "
+                          "add --quality-model PATH (train one with `nnunet-medaka qc train`) or use --acceptance none")
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise MedakaError(f"--threshold {threshold}: expected a probability in [0, 1]")
+    if isinstance(ignore_band, bool) or not isinstance(ignore_band, int) or ignore_band < 0:
+        raise MedakaError(f"--ignore-band {ignore_band!r}: expected a whole number of voxels >= 0")
+    if band_probability is not None and not 0 < band_probability <= 1:
+        raise MedakaError(f"--band-probability {band_probability}: expected a probability in (0, 1]")
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise MedakaError(f"--num-parts {num_parts} --part-id {part_id}: expected num_parts >= 1 and "
+                          "0 <= part_id < num_parts (as nnUNetv2_predict)")
+
+
+def _prepare_output(output: Path, settings: dict, overwrite: bool) -> None:
+    """Create the output folder, or check that an existing one belongs to the same run (resume / other shard)."""
+    if output.exists() and not output.is_dir():
+        raise MedakaError(f"output {output}: exists and is not a folder")
+    path = output / SETTINGS_FILE
+    if path.is_file() and not overwrite:
+        import json
+
+        old = json.loads(path.read_text())
+        differ = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+        if differ:
+            raise MedakaError(f"output {output}: holds pseudo-labels made with other settings (differs in: "
+                              f"{', '.join(differ)}); use another output folder, the same arguments to resume, or "
+                              "--overwrite to start again")
+    elif output.is_dir() and any(output.iterdir()) and not path.is_file() and not overwrite:
+        raise MedakaError(f"output {output}: not empty and not a pseudolabel output folder; choose an empty folder "
+                          "or pass --overwrite")
+    if overwrite and output.is_dir():
+        for name in ("labels", "records", "failures", "runs"):
+            shutil.rmtree(output / name, ignore_errors=True)
+        for name in (TABLE_FILE, SUMMARY_FILE, FAILED_FILE, SETTINGS_FILE):
+            (output / name).unlink(missing_ok=True)
+    for name in ("labels", "records", "failures", "runs"):
+        (output / name).mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        write_json_atomic(path, settings)
+
+
+def _remove_stale_temporaries(output: Path, cases: Sequence[str]) -> None:
+    """Temporary files a killed run of these cases left behind (never another shard's)."""
+    for case in cases:
+        for folder in ("labels", "records", "failures"):
+            for tmp in (output / folder).glob(f".{case}.*tmp*"):
+                tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _environ(**values):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda", "mps"):
+        raise MedakaError(f"-device {name!r}: expected cpu, cuda, mps or auto")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MedakaError("-device cuda: no CUDA device visible; use -device cpu")
+    return torch.device(name)
+
+
+def _predictor(teacher: Teacher, *, device, mirroring: bool, tile_step_size: float):
+    """nnU-Net's predictor for the teacher (compile off on CPU, plugin trainers visible, its prints silenced)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunet_medaka.environment import EXT_TRAINER_VAR, merged_ext_trainer
+
+    compile_flag = "f" if device.type == "cpu" else os.environ.get("nnUNet_compile")
+    with _environ(nnUNet_compile=compile_flag, **{EXT_TRAINER_VAR: merged_ext_trainer(os.environ.get(EXT_TRAINER_VAR))}), \
+            contextlib.redirect_stdout(io.StringIO()):
+        predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
+                                    perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
+                                    verbose_preprocessing=False, allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(teacher.folder), list(teacher.folds), teacher.checkpoint)
+    return predictor
+
+
+def _quality_scorer(quality_model, teacher: Teacher) -> tuple[Scorer, float, str]:
+    from nnunet_medaka.quality.score import check_compatible, load_quality_model, score_case
+
+    model = load_quality_model(quality_model)
+    identity = {k: v for k, v in teacher.identity().items() if k in ("dataset", "trainer", "plans", "configuration",
+                                                                     "model_folder")}
+    check_compatible(model, labels=teacher.organs, teacher=identity, n_channels=len(teacher.labels))
+    return (lambda image, probabilities, spacing: score_case(model, image, probabilities, spacing),
+            float(model.accept_threshold), str(model.path))
+
+
+def pseudolabel(
+    teacher: os.PathLike | str,
+    images: os.PathLike | str,
+    output: os.PathLike | str,
+    *,
+    folds: Sequence = (0,),
+    checkpoint: str = "checkpoint_final.pth",
+    quality_model: Optional[os.PathLike | str] = None,
+    acceptance: Optional[str] = None,
+    threshold: Optional[float] = None,
+    ignore_band: int = 2,
+    band_probability: Optional[float] = 0.1,
+    ground_truth: Optional[os.PathLike | str] = None,
+    teacher_raw: Optional[os.PathLike | str] = None,
+    mirroring: bool = True,
+    tile_step_size: float = 0.5,
+    device: str = "auto",
+    num_parts: int = 1,
+    part_id: int = 0,
+    overwrite: bool = False,
+    scorer: Optional[Scorer] = None,
+    progress: bool = True,
+) -> dict:
+    """Pseudo-label unlabeled images with a teacher and decide which pseudo-labels the student may use.
+
+    Parameters
+    ----------
+    teacher : path
+        Teacher model folder ``nnUNet_results/DatasetXXX_Name/Trainer__Plans__configuration``.
+    images : path
+        Folder of ``CASE_XXXX<ending>`` images, or a raw dataset declaring ``"unlabeled_images"``.
+    output : path
+        Output folder (see `nnunet_medaka.pseudolabel.outputs`). Running again resumes.
+    folds, checkpoint
+        Teacher folds (ensembled, as nnU-Net averages them) and checkpoint file name.
+    quality_model : path, optional
+        Quality model (``nnunet-medaka qc train``); needed for ``case`` and ``organ`` acceptance.
+    acceptance : {"case", "organ", "none"}, optional
+        Granularity of the filter (see `nnunet_medaka.pseudolabel.acceptance`); default ``case`` with a quality
+        model, ``none`` without.
+    threshold : float, optional
+        Accept an organ when ``p_good >= threshold``; default the quality model's ``accept_threshold``.
+    ignore_band, band_probability
+        Organ acceptance: dilation radius (voxels) and probability defining the uncertain band set to ignore.
+    ground_truth : path, optional
+        Labels of the unlabeled images, for the ``true_iou`` column only (never used for decisions).
+    teacher_raw : path, optional
+        The teacher's raw dataset (default ``$nnUNet_raw/<its dataset>``), to refuse case ids of labeled cases.
+    mirroring, tile_step_size
+        nnU-Net's test-time mirroring and sliding-window step.
+    device : {"auto", "cpu", "cuda", "mps"}
+    num_parts, part_id : int
+        Process only cases ``part_id::num_parts`` of the sorted list (as ``nnUNetv2_predict``).
+    overwrite : bool
+        Start again in an existing output folder made with other settings (deletes its results).
+    scorer : callable, optional
+        Instead of a quality model: ``scorer(image, probabilities, spacing) -> {organ: {"p_good": ..., ...}}``
+        (tests, custom filters); ``threshold`` then defaults to 0.5.
+    progress : bool
+        Show a progress bar (cases/s).
+
+    Returns
+    -------
+    dict
+        ``processed``, ``skipped`` (already finished), ``failed`` (case -> error), ``seconds``, ``cases_per_second``,
+        ``peak_rss_mb`` and, when the run is complete, ``summary``.
+
+    Raises
+    ------
+    MedakaError
+        Before any prediction, for every bad input (teacher, images, quality model, options, output folder).
+    """
+    if acceptance is None:
+        acceptance = "none" if quality_model is None and scorer is None else "case"
+    _check_options(acceptance, threshold, ignore_band, band_probability, num_parts, part_id,
+                   quality_model is not None or scorer is not None)
+    t = resolve_teacher(teacher, folds, checkpoint)
+    unlabeled = find_unlabeled_images(images, t, ground_truth)
+    labeled = labeled_case_ids(t, teacher_raw_dataset(t, teacher_raw, required=teacher_raw is not None))
+    if labeled is None:
+        log.warning("teacher's labeled cases not found (no raw dataset or splits_final.json for %s): case ids are not "
+                    "checked against them here; build-student checks them", t.dataset_name)
+    else:
+        clash = sorted(set(unlabeled.cases) & labeled)
+        if clash:
+            raise MedakaError(f"{unlabeled.folder}: case ids {clash[:5]} are also labeled cases of the teacher's dataset "
+                              f"{t.dataset_name}; rename the unlabeled images (case ids must be unique in the student "
+                              "dataset)")
+    model_path = None
+    if quality_model is not None:
+        scorer, model_threshold, model_path = _quality_scorer(quality_model, t)
+        threshold = model_threshold if threshold is None else threshold
+    elif scorer is not None:
+        threshold = 0.5 if threshold is None else threshold
+        model_path = "custom scorer"
+    output = Path(output).expanduser().resolve()
+    cases = sorted(unlabeled.cases)
+    settings = {
+        "format": SETTINGS_FORMAT,
+        "teacher": t.identity(),
+        "labels": t.labels,
+        "ignore_label": t.ignore_label,
+        "channel_names": t.dataset_json["channel_names"],
+        "file_ending": t.dataset_json["file_ending"],
+        "images": str(unlabeled.folder.resolve()),
+        "ground_truth": str(unlabeled.ground_truth.resolve()) if unlabeled.ground_truth else None,
+        "cases": cases,
+        "acceptance": acceptance,
+        "threshold": threshold,
+        "ignore_band": ignore_band if acceptance == "organ" else None,
+        "band_probability": band_probability if acceptance == "organ" else None,
+        "quality_model": model_path,
+        "mirroring": bool(mirroring),
+        "tile_step_size": float(tile_step_size),
+    }
+    _prepare_output(output, settings, overwrite)
+    mine = cases[part_id::num_parts]
+    _remove_stale_temporaries(output, mine)
+    done = finished_cases(output, mine)
+    todo = [c for c in mine if c not in done]
+    if done:
+        log.info("resuming: %d of %d cases of this part already finished", len(done), len(mine))
+    result = {"output": str(output), "part": [part_id, num_parts], "processed": 0, "skipped": len(done), "failed": {},
+              "seconds": 0.0, "cases_per_second": None, "peak_rss_mb": None}
+    if todo:
+        result.update(_run_cases(t, unlabeled, output, todo, settings, scorer, device, progress, part_id, num_parts))
+    if num_parts == 1:
+        result["summary"] = write_results(output)
+    else:
+        log.info("part %d of %d done; when every part has finished run `nnunet-medaka pseudolabel-merge %s`",
+                 part_id, num_parts, output)
+    return result
+
+
+def _run_cases(t: Teacher, unlabeled, output: Path, todo: list, settings: dict, scorer: Optional[Scorer],
+               device_name: str, progress: bool, part_id: int, num_parts: int) -> dict:
+    import resource
+
+    import torch
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+    from tqdm import tqdm
+
+    from nnunet_medaka.quality.features import iou
+
+    device = _device(device_name)
+    predictor = _predictor(t, device=device, mirroring=settings["mirroring"], tile_step_size=settings["tile_step_size"])
+    pm, cm, lm = predictor.plans_manager, predictor.configuration_manager, predictor.label_manager
+    rw = pm.image_reader_writer_class()
+    preprocessor = cm.preprocessor_class(verbose=False)
+    ending = settings["file_ending"]
+    organs = t.organs
+    n_labels = len(t.labels)
+    ignore_label = settings["ignore_label"]
+
+    def load(case: str):
+        """Read and preprocess one case (in a helper thread, overlapping the previous case's prediction)."""
+        start = time.perf_counter()
+        files = [str(f) for f in unlabeled.cases[case]]
+        try:
+            image, properties = rw.read_images(files)
+            data, _, properties = preprocessor.run_case_npy(image, None, properties, pm, cm, predictor.dataset_json)
+        except Exception as e:  # noqa: BLE001 - any reader error means this input is unreadable
+            return None, f"{type(e).__name__}: {e}".replace("\n", " ")
+        truth = None
+        if unlabeled.ground_truth is not None:
+            gt_file = unlabeled.ground_truth / f"{case}{ending}"
+            if gt_file.is_file():
+                try:
+                    truth = rw.read_seg(str(gt_file))[0][0]
+                except Exception as e:  # noqa: BLE001
+                    log.warning("%s: ground truth %s unreadable (%s); no true IoU for it", case, gt_file, e)
+                if truth is not None and truth.shape != image.shape[1:]:
+                    log.warning("%s: ground truth shape %s differs from the image %s; no true IoU", case, truth.shape,
+                                image.shape[1:])
+                    truth = None
+        return (image, properties, data, truth, time.perf_counter() - start), None
+
+    failed = {}
+    processed = 0
+    started = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="case", desc=f"pseudolabel{'' if num_parts == 1 else f' part {part_id}/{num_parts}'}",
+               disable=not progress, dynamic_ncols=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, todo[0])
+        for i, case in enumerate(todo):
+            loaded, error = pending.result()
+            if i + 1 < len(todo):
+                pending = pool.submit(load, todo[i + 1])
+            if error is not None:
+                failed[case] = error
+                write_json_atomic(output / "failures" / f"{case}.json",
+                                  {"case": case, "files": [str(f) for f in unlabeled.cases[case]], "error": error})
+                log.error("%s: cannot be read (%s); skipped, listed in %s", case, error, FAILED_FILE)
+                bar.update()
+                continue
+            image, properties, data, truth, t_read = loaded
+            t0 = time.perf_counter()
+            logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+            del data
+            t1 = time.perf_counter()
+            segmentation, probabilities = convert_predicted_logits_to_segmentation_with_correct_shape(
+                logits, pm, cm, lm, properties, return_probabilities=True)
+            del logits
+            t2 = time.perf_counter()
+            scores = None if scorer is None else scorer(image, probabilities, list(properties["spacing"]))
+            organ_decisions, case_decision = decide(scores, list(organs), settings["acceptance"], settings["threshold"])
+            t3 = time.perf_counter()
+            rejected = [organs[o] for o, d in organ_decisions.items() if d == "reject"]
+            if case_decision == "partial":
+                label_map = apply_organ_rejection(segmentation, probabilities, rejected, ignore_label,
+                                                  ignore_band=settings["ignore_band"],
+                                                  band_probability=settings["band_probability"])
+            else:
+                label_map = segmentation
+            del probabilities
+            counts = np.bincount(segmentation.ravel(), minlength=n_labels)
+            label_file = Path("labels") / f"{case}{ending}"
+            target = output / label_file
+            tmp = target.with_name(f".{case}.tmp{os.getpid()}{ending}")
+            rw.write_seg(label_map, str(tmp), properties)
+            os.replace(tmp, target)
+            t4 = time.perf_counter()
+            record = {
+                "case": case,
+                "images": [str(Path(f).resolve()) for f in unlabeled.cases[case]],
+                "label_file": str(label_file),
+                "organs": [{
+                    "organ": organ, "label": label, "voxels": int(counts[label]),
+                    "predicted_iou": None if scores is None else float(scores[organ]["predicted_iou"]),
+                    "p_good": None if scores is None else float(scores[organ]["p_good"]),
+                    "decision": organ_decisions[organ],
+                    "true_iou": None if truth is None else float(iou(segmentation == label, truth == label)),
+                } for organ, label in organs.items()],
+                "case_decision": case_decision,
+                "ignored_voxels": int(np.count_nonzero(label_map == ignore_label)) if case_decision == "partial" else 0,
+                "seconds": {"read_preprocess": round(t_read, 4), "predict": round(t1 - t0, 4),
+                            "export": round(t2 - t1, 4), "score": round(t3 - t2, 4), "write": round(t4 - t3, 4)},
+            }
+            write_record(output, record)
+            processed += 1
+            bar.update()
+    bar.close()
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    timing = {"part": [part_id, num_parts], "device": str(device), "cases": processed, "failed": len(failed),
+              "seconds": round(seconds, 3), "cases_per_second": round(processed / seconds, 4) if seconds else None,
+              "peak_rss_mb": round(peak_mb, 1)}
+    write_json_atomic(output / "runs" / f"part-{part_id}-of-{num_parts}.json", timing)
+    return {"processed": processed, "failed": failed, "seconds": timing["seconds"],
+            "cases_per_second": timing["cases_per_second"], "peak_rss_mb": timing["peak_rss_mb"]}
+
+
+def _run(args: argparse.Namespace) -> int:
+    result = pseudolabel(
+        args.teacher, args.input, args.output, folds=args.folds, checkpoint=args.checkpoint,
+        quality_model=args.quality_model, acceptance=args.acceptance, threshold=args.threshold,
+        ignore_band=args.ignore_band, band_probability=args.band_probability, ground_truth=args.ground_truth,
+        teacher_raw=args.teacher_raw, mirroring=not args.disable_tta, tile_step_size=args.step_size,
+        device=args.device, num_parts=args.num_parts, part_id=args.part_id, overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    rate = f", {result['cases_per_second']:.3f} cases/s" if result["cases_per_second"] else ""
+    print(f"{result['output']}: {result['processed']} case(s) pseudo-labelled, {result['skipped']} already done"
+          f"{rate}")
+    if "summary" in result:
+        s = result["summary"]
+        print(f"acceptance {s['acceptance']}: {s['cases_accepted']} accepted, {s['cases_partial']} partial, "
+              f"{s['cases_rejected']} rejected of {s['finished']} case(s); table: {Path(result['output']) / TABLE_FILE}")
+        failed = s["failed"]
+    else:
+        failed = sorted(result["failed"])
+    if failed:
+        print(f"{len(failed)} case(s) could not be read and were skipped: {', '.join(failed)} "
+              f"(see {Path(result['output']) / FAILED_FILE}); fix them and run the same command again")
+        return 1
+    return 0
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    summary = merge_pseudolabels(args.output, args.parts or ())
+    print(f"{Path(args.output) / TABLE_FILE}: {summary['finished']} case(s); {summary['cases_accepted']} accepted, "
+          f"{summary['cases_partial']} partial, {summary['cases_rejected']} rejected")
+    if summary["failed"]:
+        print(f"{len(summary['failed'])} case(s) failed: {', '.join(summary['failed'])}")
+        return 1
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pseudolabel",
+        help="teacher predicts unlabeled images; quality scores, accept/reject, pseudolabels.csv (resumable, shardable)",
+        description="Runs nnU-Net's predictor (the teacher's fold ensemble) on unlabeled images, scores each "
+        "prediction with the quality model while its probabilities are in memory, and writes the label maps, "
+        "records and pseudolabels.csv into OUTPUT. Run the same command again to resume after an interruption.",
+    )
+    p.add_argument("-m", "--teacher", required=True, metavar="MODEL_FOLDER",
+                   help="teacher model folder nnUNet_results/DatasetXXX_Name/Trainer__Plans__configuration")
+    p.add_argument("-f", "--folds", nargs="+", default=["0"], help="teacher folds to ensemble (default 0; 'all' allowed)")
+    p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth", help="checkpoint name (default checkpoint_final.pth)")
+    p.add_argument("-i", "--input", required=True, metavar="IMAGES",
+                   help="folder of CASE_0000<ending> images, or a raw dataset declaring unlabeled_images (imagesUnlabeled/)")
+    p.add_argument("-o", "--output", required=True, help="output folder (labels/, records/, pseudolabels.csv)")
+    p.add_argument("-q", "--quality-model", metavar="PATH", help="quality model file or folder (nnunet-medaka qc train)")
+    p.add_argument("--acceptance", choices=ACCEPTANCE_MODES,
+                   help="case: drop cases with a rejected organ; organ: rejected organs (+ band) become the ignore "
+                   "label; none: accept all (default: case with --quality-model, none without)")
+    p.add_argument("--threshold", type=float, help="accept an organ when P(good) >= this (default: the model's)")
+    p.add_argument("--ignore-band", type=int, default=2, metavar="VOXELS",
+                   help="organ acceptance: dilate a rejected organ by this many voxels into the ignore region (default 2)")
+    p.add_argument("--band-probability", type=float, default=0.1, metavar="P",
+                   help="organ acceptance: voxels where the rejected organ has probability >= P are ignored too (default 0.1)")
+    p.add_argument("--ground-truth", metavar="DIR", help="labels of the unlabeled images, for the true_iou column only")
+    p.add_argument("--teacher-raw", metavar="DIR", help="teacher's raw dataset (default $nnUNet_raw/<teacher dataset>)")
+    p.add_argument("--disable-tta", action="store_true", help="no test-time mirroring (8x faster in 3D)")
+    p.add_argument("-step_size", "--step-size", type=float, default=0.5, help="sliding-window step (default 0.5)")
+    p.add_argument("-device", "--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: cuda if available")
+    p.add_argument("-num_parts", "--num-parts", type=int, default=1, help="shard over N processes/machines (default 1)")
+    p.add_argument("-part_id", "--part-id", type=int, default=0, help="this shard, 0..N-1 (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing output made with other settings")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)
+
+    m = subparsers.add_parser(
+        "pseudolabel-merge",
+        help="after a sharded pseudolabel run: check every part finished and write pseudolabels.csv + summary",
+        description="Writes OUTPUT/pseudolabels.csv and pseudolabel_summary.json from the per-case records; "
+        "identical to what one unsharded run writes. Parts run on other machines are copied in with --from.",
+    )
+    m.add_argument("output", metavar="OUTPUT", help="the pseudolabel output folder")
+    m.add_argument("--from", dest="parts", nargs="+", metavar="DIR", help="output folders of parts that ran elsewhere")
+    m.set_defaults(func=_run_merge)
