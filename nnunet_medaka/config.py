@@ -43,6 +43,9 @@ class MedakaConfig:
     iterations_per_epoch: int = 250
     val_iterations_per_epoch: int = 50
     mirroring: bool = True  # test-time mirroring in the final validation
+    seed: Optional[int] = None  # seeds Python, numpy and torch in the trainer and nnU-Net's data loading; None: unseeded
+    initial_lr: float = 1e-2  # nnU-Net's SGD initial learning rate (poly schedule)
+    cpu_threads: Optional[int] = None  # torch threads when training on CPU; None: nnU-Net's choice (every core)
     # knowledge distillation (KDTrainer)
     teacher: Optional[str] = None
     teacher_folds: tuple = (0,)
@@ -51,6 +54,7 @@ class MedakaConfig:
     kd_weight: float = 1.0
     kd_scope: str = "all"
     kd_scales: str = "all"
+    kd_warmup: int = 0  # epochs over which the KD weight ramps linearly from 0 to kd_weight; 0: full weight at once
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -87,13 +91,46 @@ def _non_empty_string(v: Any) -> Optional[str]:
     return None if isinstance(v, str) and v.strip() else "a non-empty string"
 
 
+def _as_fold_list(v: Any) -> Any:
+    # A single fold given as a scalar (`--set teacher_folds=0`, `teacher_folds=all`) means a one-element list.
+    if v == "all" or (isinstance(v, int) and not isinstance(v, bool)):
+        return [v]
+    return v
+
+
 def _fold_list(v: Any) -> Optional[str]:
     # nnU-Net folds are numbers, or "all" for a model trained on every case (`nnUNetv2_train D C all`)
-    want = 'a non-empty list of distinct folds (numbers >= 0 or "all"), e.g. [0], [0, 1, 2, 3, 4] or ["all"]'
+    want = 'a fold (a number >= 0 or "all") or a non-empty list of distinct folds, e.g. 0, [0, 1, 2, 3, 4] or "all"'
+    v = _as_fold_list(v)
     if not isinstance(v, (list, tuple)) or not v:
         return want
     valid = [f == "all" or (isinstance(f, int) and not isinstance(f, bool) and f >= 0) for f in v]
     return None if all(valid) and len(set(v)) == len(v) else want
+
+
+def _optional_seed(v: Any) -> Optional[str]:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**31:
+        return "null or an integer from 0 to 2**31 - 1"
+    return None
+
+
+def _optional_positive_int(v: Any) -> Optional[str]:
+    return None if v is None else (None if _positive_int(v) is None else "null or an integer >= 1")
+
+
+def _learning_rate(v: Any) -> Optional[str]:
+    want = "a number > 0 and <= 1 (nnU-Net's default is 0.01)"
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        return want
+    return None if 0 < v <= 1 else want
+
+
+def _non_negative_int(v: Any) -> Optional[str]:
+    if isinstance(v, bool) or not isinstance(v, int):
+        return "an integer"
+    return None if v >= 0 else "an integer >= 0"
 
 
 def _one_of(*choices: str) -> Callable[[Any], Optional[str]]:
@@ -108,6 +145,9 @@ _CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "iterations_per_epoch": _positive_int,
     "val_iterations_per_epoch": _positive_int,
     "mirroring": _boolean,
+    "seed": _optional_seed,
+    "initial_lr": _learning_rate,
+    "cpu_threads": _optional_positive_int,
     "teacher": _optional_path,
     "teacher_folds": _fold_list,
     "teacher_checkpoint": _non_empty_string,
@@ -115,6 +155,7 @@ _CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "kd_weight": _number(0, inclusive=True),
     "kd_scope": _one_of("all", "pseudo"),
     "kd_scales": _one_of("all", "full"),
+    "kd_warmup": _non_negative_int,
 }
 assert set(_CHECKS) == {f.name for f in dataclasses.fields(MedakaConfig)}
 
@@ -153,8 +194,8 @@ def validate_config(values: Mapping[str, Any], *, source: str = "config") -> Med
         raise MedakaError(f"{source}: " + "; ".join(problems) + ". Fix the file or use `nnunet-medaka config --set KEY=VALUE`.")
     resolved = dict(values)
     if "teacher_folds" in resolved:
-        resolved["teacher_folds"] = tuple(resolved["teacher_folds"])
-    for key in ("kd_temperature", "kd_weight"):
+        resolved["teacher_folds"] = tuple(_as_fold_list(resolved["teacher_folds"]))
+    for key in ("kd_temperature", "kd_weight", "initial_lr"):
         if key in resolved:
             resolved[key] = float(resolved[key])
     return MedakaConfig(**resolved)

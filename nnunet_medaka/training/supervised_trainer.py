@@ -1,7 +1,10 @@
 """``SupervisedTrainer``: stock nnU-Net training with the schedule from the plugin config.
 
 Teachers and every baseline are trained with it, so that all comparisons share one schedule
-mechanism (``num_epochs``, ``iterations_per_epoch``, ``val_iterations_per_epoch``, ``mirroring``).
+mechanism (``num_epochs``, ``iterations_per_epoch``, ``val_iterations_per_epoch``, ``mirroring``), the same
+``initial_lr`` and the same seeding (``seed``: Python, numpy and torch before the network is built, again before
+nnU-Net's data loaders are made, and one deterministic seed per data-augmentation worker; see
+`nnunet_medaka.training.seeding`).
 """
 from __future__ import annotations
 
@@ -9,9 +12,14 @@ import json
 import os
 
 import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
 from nnunet_medaka.config import RESOLVED_FILE_NAME, MedakaConfig, load_config, write_json_atomic
+from nnunet_medaka.training.seeding import (NETWORK_STREAM, TRAIN_LOADER_STREAM, VAL_LOADER_STREAM, derived_seed,
+                                            seed_everything, worker_seeds)
 
 
 class SupervisedTrainer(nnUNetTrainer):
@@ -29,6 +37,11 @@ class SupervisedTrainer(nnUNetTrainer):
         if not self.was_initialized:
             self.medaka_config, self.medaka_config_path = load_config(self.preprocessed_dataset_folder_base)
             self.apply_schedule(self.medaka_config)
+            if self.device.type == "cpu" and self.medaka_config.cpu_threads is not None:
+                # nnUNetv2_train sets every core; on a shared machine fewer threads avoid oversubscription
+                torch.set_num_threads(self.medaka_config.cpu_threads)
+            if self.medaka_config.seed is not None:  # before the network (and, in KDTrainer, the teacher) is built
+                seed_everything(derived_seed(self.medaka_config.seed, NETWORK_STREAM))
         super().initialize()
         self.record_run_settings(self.run_settings())
 
@@ -36,6 +49,40 @@ class SupervisedTrainer(nnUNetTrainer):
         self.num_epochs = config.num_epochs
         self.num_iterations_per_epoch = config.iterations_per_epoch
         self.num_val_iterations_per_epoch = config.val_iterations_per_epoch
+        self.initial_lr = config.initial_lr  # read by configure_optimizers (SGD + poly LR) inside initialize()
+
+    def get_dataloaders(self):
+        seed = self.medaka_config.seed
+        if seed is None:
+            return super().get_dataloaders()
+        # nnU-Net gives its augmentation workers seeds=None (OS entropy). Let it build single-threaded augmenters
+        # (in-process, seeded here), then move their loaders into workers that get deterministic seeds.
+        seed_everything(derived_seed(seed, TRAIN_LOADER_STREAM))
+        n_proc = get_allowed_n_proc_DA()
+        previous = os.environ.get("nnUNet_n_proc_DA")
+        os.environ["nnUNet_n_proc_DA"] = "0"
+        try:
+            train, val = super().get_dataloaders()
+        finally:
+            if previous is None:
+                del os.environ["nnUNet_n_proc_DA"]
+            else:
+                os.environ["nnUNet_n_proc_DA"] = previous
+        if n_proc == 0:
+            return train, val
+        assert isinstance(train, SingleThreadedAugmenter) and isinstance(val, SingleThreadedAugmenter)
+        n_val = max(1, n_proc // 2)  # nnU-Net's own worker and cache counts
+        train = NonDetMultiThreadedAugmenter(
+            data_loader=train.data_loader, transform=None, num_processes=n_proc, num_cached=max(6, n_proc // 2),
+            seeds=worker_seeds(seed, TRAIN_LOADER_STREAM, n_proc), pin_memory=self.device.type == "cuda",
+            wait_time=0.002)
+        val = NonDetMultiThreadedAugmenter(
+            data_loader=val.data_loader, transform=None, num_processes=n_val, num_cached=max(3, n_proc // 4),
+            seeds=worker_seeds(seed, VAL_LOADER_STREAM, n_val), pin_memory=self.device.type == "cuda",
+            wait_time=0.002)
+        _ = next(train)
+        _ = next(val)
+        return train, val
 
     def run_settings(self) -> dict:
         """What this run was configured with; subclasses add their own entries."""
@@ -43,7 +90,20 @@ class SupervisedTrainer(nnUNetTrainer):
             "trainer": self.__class__.__name__,
             "config_file": str(self.medaka_config_path) if self.medaka_config_path else None,
             "config": self.medaka_config.to_dict(),
+            "seeding": self.seeding_description(),
         }
+
+    def seeding_description(self) -> dict:
+        seed = self.medaka_config.seed
+        workers = get_allowed_n_proc_DA()
+        if seed is None:
+            note = "unseeded (config key seed is null): every run draws different batches and initial weights"
+        elif workers == 0:
+            note = "seeded, augmentation in-process (nnUNet_n_proc_DA=0): batches repeat exactly"
+        else:
+            note = (f"seeded, {workers} augmentation workers with fixed per-worker seeds: each worker's batches "
+                    "repeat, their arrival order does not (set nnUNet_n_proc_DA=0 for bit-identical runs)")
+        return {"seed": seed, "augmentation_workers": workers, "note": note}
 
     def record_run_settings(self, settings: dict) -> None:
         """Write the resolved settings next to the checkpoints and into the training log."""

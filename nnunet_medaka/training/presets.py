@@ -1,0 +1,67 @@
+"""Training presets as plain data: the schedules and network variants that ``run`` and ``experiment`` read.
+
+Each preset is a dict of
+    configuration         nnU-Net configuration to plan, preprocess and train ("2d", "3d_fullres")
+    small_plans           None (nnU-Net's own plans for that configuration) or keyword arguments of
+                          `nnunet_medaka.training.plans.write_small_plans` (network width, patch, batch)
+    num_epochs, iterations_per_epoch, val_iterations_per_epoch, initial_lr, mirroring, cpu_threads
+                          config keys (`nnunet_medaka.config.MedakaConfig`) written to the dataset's config file
+    fold                  the nnU-Net fold to train ("all": every labeled case; the test set is held out anyway)
+    measured              where the numbers behind the preset come from (benchmarks/README.md), or None
+
+``quick`` is the CPU protocol chosen by measurement on MSD hippocampus (benchmarks/protocol_hippocampus.py);
+``cpu-demo`` is the plumbing-only schedule of ``nnunet-medaka demo``; ``full`` is nnU-Net's own schedule.
+"""
+from __future__ import annotations
+
+import copy
+
+from nnunet_medaka.errors import MedakaError
+
+__all__ = ["PRESETS", "config_assignments", "get_preset"]
+
+PRESETS: dict = {
+    "cpu-demo": {
+        "configuration": "3d_fullres",
+        "small_plans": {"target_plans": "nnUNetPlansSmall", "patch_size": [28, 24, 72],
+                        "features_per_stage": [16, 32, 64]},
+        "num_epochs": 20, "iterations_per_epoch": 10, "val_iterations_per_epoch": 2,
+        "initial_lr": 0.01, "mirroring": False, "cpu_threads": None, "fold": "all",
+        "measured": "plumbing only: every Dice 0.000 on the synthetic phantoms (README, demo)",
+    },
+    "quick": {
+        "configuration": "2d",
+        "small_plans": None,
+        "num_epochs": 30, "iterations_per_epoch": 50, "val_iterations_per_epoch": 5,
+        "initial_lr": 0.01, "mirroring": False, "cpu_threads": None, "fold": "all",
+        "measured": None,
+    },
+    "full": {
+        "configuration": "3d_fullres",
+        "small_plans": None,
+        "num_epochs": 1000, "iterations_per_epoch": 250, "val_iterations_per_epoch": 50,
+        "initial_lr": 0.01, "mirroring": True, "cpu_threads": None, "fold": 0,
+        "measured": "nnU-Net's own schedule (not run here: no GPU)",
+    },
+}
+
+_CONFIG_KEYS = ("num_epochs", "iterations_per_epoch", "val_iterations_per_epoch", "initial_lr", "mirroring",
+                "cpu_threads")
+
+
+def get_preset(name: str) -> dict:
+    """A copy of the named preset.
+
+    Raises
+    ------
+    MedakaError
+        If there is no such preset.
+    """
+    if name not in PRESETS:
+        raise MedakaError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    return copy.deepcopy(PRESETS[name])
+
+
+def config_assignments(preset: dict) -> list:
+    """The preset's config-file keys as ``(key, value)`` pairs for `nnunet_medaka.config.update_config_file`."""
+    return [(k, preset[k]) for k in _CONFIG_KEYS]
