@@ -9,6 +9,8 @@ organ, classifier beating every baseline on AUROC and AURC) is met.
 
     python benchmarks/quality_hippocampus.py --work-dir bench_output/quality_hippo [--epochs 10 --iterations 25]
 
+Default network: nnU-Net's 2d plans with a small CPU variant (features 16/32/64/128, batch 8, nnU-Net's patch).
+
 ``--skip-training`` reuses a finished cross-validation in the work dir (e.g. to try another ``--tau``).
 """
 import argparse
@@ -33,6 +35,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--iterations", type=int, default=25)
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--features", type=int, nargs="*", default=[16, 32, 64, 128],
+                   help="small CPU network: features per stage (nothing after the flag: nnU-Net's own plans)")
+    p.add_argument("--batch", type=int, default=8, help="batch size of the small plans")
     p.add_argument("--tau", default="0.7", help="IoU threshold of a good pseudo-label, or 'auto' (median real IoU)")
     p.add_argument("--corruptions", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
@@ -51,6 +56,7 @@ def main() -> None:
     timings = {}
     started = time.perf_counter()
     cfg = args.configuration
+    plans = "nnUNetPlansQCSmall" if args.features else "nnUNetPlans"
     if not args.skip_training:
         from nnunet_medaka.conversion.convert import convert_msd
 
@@ -63,6 +69,12 @@ def main() -> None:
                                                            "--verify_dataset_integrity"],
                           env=planning_environ(env), log_file=logs / "plan_and_preprocess.log")
         preprocessed = Path(env["nnUNet_preprocessed"]) / raw.name
+        if args.features:  # small CPU network, nnU-Net's own patch
+            from nnunet_medaka.training.plans import write_small_plans
+
+            own = json.loads((preprocessed / "nnUNetPlans.json").read_text())["configurations"][cfg]["patch_size"]
+            write_small_plans(preprocessed, target_plans=plans, configuration=cfg, patch_size=own,
+                              features_per_stage=args.features, batch_size=args.batch)
         update_config_file(preprocessed / "nnunet_medaka.json", [
             ("num_epochs", args.epochs), ("iterations_per_epoch", args.iterations),
             ("val_iterations_per_epoch", 2), ("mirroring", False)])
@@ -71,14 +83,14 @@ def main() -> None:
             t0 = time.perf_counter()
             logging.info("teacher fold %d: nnUNetv2_train %d %s %d -tr SupervisedTrainer --npz", fold, DATASET_ID, cfg,
                          fold)
-            run_stock_command("nnUNetv2_train", [DATASET_ID, cfg, fold, "-tr", "SupervisedTrainer", "-device",
+            run_stock_command("nnUNetv2_train", [DATASET_ID, cfg, fold, "-tr", "SupervisedTrainer", "-p", plans, "-device",
                                                  args.device, "--npz"], env=env, log_file=logs / f"train_fold{fold}.log")
             timings[f"train_fold{fold}"] = round(time.perf_counter() - t0, 1)
     from nnunet_medaka.quality.commands import train_quality
 
     t0 = time.perf_counter()
     tau = args.tau if args.tau == "auto" else float(args.tau)
-    folder = train_quality(str(DATASET_ID), cfg, tau=tau, corruptions_per_organ=args.corruptions, seed=args.seed,
+    folder = train_quality(str(DATASET_ID), cfg, plans=plans, tau=tau, corruptions_per_organ=args.corruptions, seed=args.seed,
                            overwrite=True, progress=False)
     timings["qc_train"] = round(time.perf_counter() - t0, 1)
     report = json.loads((folder / "evaluation" / "report.json").read_text())
@@ -97,7 +109,7 @@ def main() -> None:
                        "beats_every_baseline_auroc_and_aurc": bool(beats)}
     print(json.dumps({
         "data": "MSD Task04 hippocampus, 100-case development subset (real MRI, CC-BY-SA 4.0)",
-        "teacher": f"SupervisedTrainer, {cfg}, {args.folds}-fold CV, {args.epochs} epochs x {args.iterations} "
+        "teacher": f"SupervisedTrainer -p {plans}, {cfg}, {args.folds}-fold CV, {args.epochs} epochs x {args.iterations} "
                    f"iterations, {args.device}", "tau": report["tau"], "summary": report["summary"],
         "real_oof_iou_spread": spread, "real_oof_metrics": table, "goal": goal,
         "all_rows_overall_classifier": report["metrics"]["all"]["overall"]["classifier"],

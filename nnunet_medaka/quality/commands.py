@@ -33,7 +33,7 @@ QUALITY_FOLDER = "quality"
 
 
 def train_quality(dataset: str, configuration: str, *, trainer: str = "SupervisedTrainer", plans: str = "nnUNetPlans",
-                  folds: Optional[Sequence[int]] = None, tau: float = 0.7, corruptions_per_organ: int = 4,
+                  folds: Optional[Sequence[int]] = None, tau: float | str = 0.7, corruptions_per_organ: int = 4,
                   seed: int = 0, accept_threshold: Optional[float] = None, cv_folds: int = 5,
                   output: Optional[os.PathLike | str] = None, evaluate: bool = True, overwrite: bool = False,
                   progress: bool = True) -> Path:
@@ -45,8 +45,8 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
         The teacher, as given to ``nnUNetv2_train`` (trained on every fold with ``--npz``).
     folds : sequence of int, optional
         Teacher folds to learn from (default every fold of ``splits_final.json``).
-    tau : float
-        A pseudo-label is good when its IoU >= tau.
+    tau : float or "auto"
+        A pseudo-label is good when its IoU >= tau; ``"auto"``: the median IoU of the real out-of-fold predictions.
     corruptions_per_organ : int
         Synthetic corrupted copies per case and organ (0: real out-of-fold predictions only).
     seed : int
@@ -68,8 +68,8 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
     from nnunet_medaka.quality.score import MODEL_FILE, save_quality_model
     from nnunet_medaka.quality.table import build_table, find_teacher_cv, write_rows
 
-    if not 0 < tau < 1:
-        raise MedakaError(f"--tau {tau}: expected an IoU threshold strictly between 0 and 1")
+    if tau != "auto" and not 0 < float(tau) < 1:
+        raise MedakaError(f"--tau {tau}: expected an IoU threshold strictly between 0 and 1, or 'auto'")
     if corruptions_per_organ < 0:
         raise MedakaError(f"--corruptions {corruptions_per_organ}: expected 0 or more")
     cv = find_teacher_cv(dataset, configuration, trainer, plans, folds)
@@ -77,6 +77,13 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
     if folder.exists() and not overwrite:
         raise MedakaError(f"{folder}: exists; pass --overwrite to replace it")
     rows, reference = build_table(cv, corruptions_per_organ=corruptions_per_organ, seed=seed, progress=progress)
+    if tau == "auto":  # the median real out-of-fold IoU: both classes occur among the real predictions
+        import numpy as np
+
+        tau = round(float(np.median([r["iou"] for r in rows if r["real"]])), 4)
+        tau = min(max(tau, 1e-4), 0.9999)
+        log.info("tau=auto: %s (median IoU of the real out-of-fold predictions)", tau)
+    tau = float(tau)
     n_real = sum(r["real"] for r in rows)
     n_bad_real = sum(1 for r in rows if r["real"] and r["iou"] < tau)
     if n_bad_real in (0, n_real):
@@ -216,6 +223,15 @@ def score_predictions(model_path: os.PathLike | str, predictions: os.PathLike | 
     return rows
 
 
+def _tau(text: str):
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number in (0, 1) or 'auto'") from None
+
+
 def _folds(text: Optional[str]) -> Optional[list]:
     return None if text is None else [int(f) for f in text.replace(",", " ").split()]
 
@@ -263,7 +279,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("-tr", dest="trainer", default="SupervisedTrainer", help="teacher trainer (default %(default)s)")
     t.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default %(default)s)")
     t.add_argument("-f", dest="folds", type=_folds, default=None, help="folds, e.g. '0,1,2' (default: all of splits_final.json)")
-    t.add_argument("--tau", type=float, default=0.7, help="a pseudo-label is good when IoU >= tau (default %(default)s)")
+    t.add_argument("--tau", type=_tau, default=0.7,
+                   help="a pseudo-label is good when IoU >= tau (default %(default)s); 'auto': the median IoU of the "
+                        "real out-of-fold predictions")
     t.add_argument("--corruptions", type=int, default=4, help="corrupted copies per case and organ (default %(default)s)")
     t.add_argument("--accept-threshold", type=float, default=None,
                    help="fixed operating point on P(good) (default: chosen by grouped CV, Youden J)")

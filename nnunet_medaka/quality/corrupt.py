@@ -13,7 +13,8 @@ Corruptions of organ channel ``p`` (label ``l``):
 ``truncate``            ``p`` set to 0 beyond a random plane cutting 25..60 % off the organ along one axis
 ``drop``                ``p`` set to 0 on one connected component of the mask (the organ vanishes if it has one)
 ``spurious``            a copy of the organ's probability blob added (voxel-wise max) at a random other place
-``swap``                channels ``l`` and ``m`` of two organs exchanged (both organs damaged)
+``swap``                channels ``l`` and ``m`` of two organs exchanged (only ``l`` is recorded: the partner's row
+                        would duplicate the copy made when ``m`` itself is swapped)
 ``blur``                ``p`` blurred with a Gaussian (sigma 1..3 voxels): a vaguer, uncertain organ
 
 The other channels are rescaled so that every voxel sums to 1 (the background takes the remainder where the
@@ -82,7 +83,7 @@ def corrupt(probabilities: np.ndarray, labels: Mapping[str, int], organ: str, ki
     Returns
     -------
     (np.ndarray, list)
-        The corrupted softmax and the organs it damaged (``[organ]``, or two organs for ``swap``).
+        The corrupted softmax and the organs whose rows it gives (``[organ]``).
     """
     lab = labels[organ]
     p = probabilities[lab].astype(np.float32)
@@ -131,7 +132,7 @@ def corrupt(probabilities: np.ndarray, labels: Mapping[str, int], organ: str, ki
         other = others[int(rng.integers(0, len(others)))]
         out = probabilities.astype(np.float32, copy=True)
         out[[lab, labels[other]]] = out[[labels[other], lab]]
-        return out, [organ, other]
+        return out, [organ]
     else:
         raise ValueError(f"unknown corruption {kind!r}; choose from {CORRUPTIONS}")
     return _renormalise(probabilities, lab, new), [organ]

@@ -225,7 +225,10 @@ def _plots(result: Mapping, folder: Path) -> list:
         a1.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, detecting IoU < {tau} ({subset})")
         a2.set(xlabel="coverage (fraction accepted)", ylabel="risk (mean 1 - IoU of accepted)",
                title=f"Risk-coverage ({subset})")
-        a1.legend(fontsize=7)
+        if 0 < bad.sum() < len(bad):
+            a1.legend(fontsize=7)
+        else:
+            a1.text(0.5, 0.5, f"one class only at tau={tau}", ha="center")
         a2.legend(fontsize=7)
         fig.tight_layout()
         name = f"roc_and_risk_coverage_{subset}.png"
