@@ -1,0 +1,155 @@
+"""What a finished run shows a person: teacher vs student per organ, pseudo-labels accepted, the quality
+classifier's accuracy, where everything is; as ``results.json``, ``results.md`` and two PNGs."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Optional
+
+from nnunet_medaka.config import write_json_atomic
+from nnunet_medaka.errors import MedakaError
+
+__all__ = ["RESULTS_FILE", "print_run_summary", "run_summary_text", "write_run_results", "write_overlays"]
+
+RESULTS_FILE = "results.json"
+_COLOURS = ((0.90, 0.10, 0.10), (0.10, 0.70, 0.20), (0.15, 0.35, 0.95), (0.95, 0.75, 0.10), (0.70, 0.20, 0.80),
+            (0.10, 0.80, 0.85), (0.95, 0.45, 0.10), (0.55, 0.35, 0.15), (0.95, 0.50, 0.75), (0.50, 0.80, 0.30))
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _quality_summary(quality_dir: Path) -> Optional[dict]:
+    """The quality classifier's grouped-CV accuracy on the teacher's real out-of-fold predictions."""
+    report = _read_json(quality_dir / "evaluation" / "report.json")
+    if report is None:
+        return None
+    return {k: report[k] for k in ("tau", "verdict", "overall", "per_organ", "true_iou_spread") if k in report} or report
+
+
+def write_run_results(out: Path, scores: Mapping, *, raw: Path, file_ending: str, labels: Mapping[str, int],
+                      quality_dir: Path, pseudo_dir: Path, settings: Mapping) -> dict:
+    """Write ``results.json``, ``results.md``, ``iou_per_organ.png`` and ``overlays.png`` into the run folder."""
+    from nnunet_medaka.training.evaluation import comparison_table, plot_comparison
+
+    pseudo = _read_json(pseudo_dir / "pseudolabel_summary.json")
+    quality = _quality_summary(quality_dir)
+    n_test = sum(1 for p in (raw / "labelsTs").iterdir() if p.name.endswith(file_ending))
+    title = f"IoU on {n_test} held-out test cases ({raw.name})"
+    plot = plot_comparison(scores, out / "iou_per_organ.png", title=title)
+    overlays = write_overlays(out / "overlays.png", raw / "imagesTs", raw / "labelsTs",
+                              {role: out / "predictions" / role for role in scores}, file_ending, labels)
+    delta = scores["student"]["mean"]["IoU"] - scores["teacher"]["mean"]["IoU"]
+    results = {
+        "dataset": raw.name, "preset": settings["preset"], "scores": scores,
+        "student_minus_teacher_mean_iou": round(delta, 4),
+        "pseudo_labels": pseudo, "quality_classifier": quality,
+        "paths": {"run": str(out), "plot": str(plot), "overlays": str(overlays), "logs": str(out / "logs"),
+                  "predictions": str(out / "predictions"), "pseudo_labels": str(pseudo_dir),
+                  "quality": str(quality_dir)},
+    }
+    write_json_atomic(out / RESULTS_FILE, results)
+    text = run_summary_text(results, table=comparison_table(scores))
+    (out / "results.md").write_text(text + "\n")
+    return {"results": str(out / RESULTS_FILE), "markdown": str(out / "results.md"), "plot": str(plot),
+            "overlays": str(overlays)}
+
+
+def run_summary_text(results: Mapping, *, table: Optional[str] = None) -> str:
+    """The summary a person reads: the answer first, then the table, the filter, the classifier and the paths."""
+    from nnunet_medaka.training.evaluation import comparison_table
+
+    delta = results["student_minus_teacher_mean_iou"]
+    verdict = ("the KD student beat its teacher" if delta > 0 else "the KD student did NOT beat its teacher")
+    lines = [f"# Run on {results['dataset']} (preset {results['preset']})", "",
+             f"Mean IoU over organs on the held-out test cases: teacher "
+             f"{results['scores']['teacher']['mean']['IoU']:.3f}, student {results['scores']['student']['mean']['IoU']:.3f} "
+             f"(Δ {delta:+.3f}): {verdict} in this single run (one seed; a claim needs several, see "
+             "`nnunet-medaka experiment`).", "", "```", table or comparison_table(results["scores"]), "```"]
+    pseudo = results.get("pseudo_labels")
+    if pseudo:
+        lines += ["", f"Pseudo-labels: {pseudo['finished']} unlabeled cases, acceptance `{pseudo['acceptance']}`: "
+                  f"{pseudo['cases_accepted']} accepted, {pseudo['cases_partial']} partly, {pseudo['cases_rejected']} "
+                  f"rejected; {len(pseudo['cases_for_student'])} went into the student dataset."]
+        per_organ = pseudo.get("per_organ", {})
+        if per_organ:
+            lines.append("Accepted per organ: " + ", ".join(f"{o} {v['accepted']}/{v['accepted'] + v['rejected']}"
+                                                            for o, v in per_organ.items()) + ".")
+        truth = pseudo.get("true_iou")
+        if truth:
+            lines.append(f"True IoU (ground truth of the unlabeled cases, evaluation only): accepted organs "
+                         f"{_fmt(truth.get('accepted_organs_mean'))}, rejected {_fmt(truth.get('rejected_organs_mean'))}.")
+    quality = results.get("quality_classifier")
+    if quality:
+        overall = quality.get("overall", {})
+        learned = overall.get("classifier", overall) if isinstance(overall, dict) else {}
+        metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in learned.items() if isinstance(v, (int, float)))
+        lines += ["", f"Quality classifier (grouped CV on the teacher's out-of-fold predictions): {metrics or 'see report'}."]
+        if quality.get("verdict"):
+            lines.append(str(quality["verdict"]))
+    paths = results["paths"]
+    lines += ["", f"Plot: {paths['plot']}  ", f"Overlays: {paths['overlays']}  ", f"Logs: {paths['logs']}  ",
+              f"Pseudo-labels: {paths['pseudo_labels']}  ", f"Quality model and report: {paths['quality']}"]
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def print_run_summary(out: os.PathLike | str) -> None:
+    results = _read_json(Path(out) / RESULTS_FILE)
+    if results is None:
+        raise MedakaError(f"{Path(out) / RESULTS_FILE}: missing; the run has not finished (rerun to resume)")
+    print(run_summary_text(results))
+
+
+def write_overlays(out_file: Path, images: Path, truth: Path, predictions: Mapping[str, Path], file_ending: str,
+                   labels: Mapping[str, int], max_cases: int = 8) -> Path:
+    """One row per test case: the axial slice through the organs' centre, with ground truth and each model's
+    prediction in colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import SimpleITK as sitk
+
+    cases = sorted(p.name[: -len(file_ending)] for p in truth.iterdir() if p.name.endswith(file_ending))[:max_cases]
+    columns = ["ground truth", *predictions]
+    fig, axes = plt.subplots(len(cases), len(columns), figsize=(3 * len(columns), 2.6 * len(cases)), squeeze=False)
+    palette = np.array([(0, 0, 0), *_COLOURS * (1 + len(labels) // len(_COLOURS))], dtype=float)
+    for row, case in enumerate(cases):
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(images / f"{case}_0000{file_ending}"))).astype(np.float32)
+        gt = sitk.GetArrayFromImage(sitk.ReadImage(str(truth / f"{case}{file_ending}")))
+        z = int(np.round(np.mean(np.nonzero(gt)[0]))) if gt.any() else gt.shape[0] // 2
+        lo, hi = np.percentile(image[z], (1, 99))
+        grey = np.clip((image[z] - lo) / max(hi - lo, 1e-6), 0, 1)
+        for col, name in enumerate(columns):
+            seg = gt if name == "ground truth" else _read_or_none(predictions[name] / f"{case}{file_ending}")
+            ax = axes[row][col]
+            rgb = np.repeat(grey[..., None], 3, axis=2)
+            if seg is not None:
+                s = np.clip(seg[z].astype(int), 0, len(palette) - 1)
+                mask = s > 0
+                rgb[mask] = 0.45 * rgb[mask] + 0.55 * palette[s[mask]]
+            ax.imshow(rgb, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name)
+            if col == 0:
+                ax.set_ylabel(f"{case}\nz={z}", fontsize=8)
+    fig.tight_layout()
+    out_file = Path(out_file)
+    fig.savefig(out_file, dpi=90)
+    plt.close(fig)
+    return out_file
+
+
+def _read_or_none(path: Path):
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))) if path.is_file() else None
