@@ -2,7 +2,8 @@
 
 Every method gives each (case, organ) row a score, higher meaning better quality, and is judged the same way:
 
-``classifier``        the learned model's P(IoU >= tau) (its predicted IoU for MAE)
+``classifier``        the learned model: P(IoU >= tau) for the metrics of the binary task (AUROC, AUPRC, the
+                      accept decision), its predicted IoU for those of the continuous IoU (Spearman, AURC, MAE)
 ``accept_all``        a constant (accept everything; AUROC 0.5, AURC = the mean error)
 ``mean_max_softmax``  mean over the organ's voxels of the maximum class probability
 ``mean_entropy``      minus the mean normalised entropy over the organ's voxels
@@ -76,7 +77,8 @@ def aurc(scores: np.ndarray, error: np.ndarray) -> float:
 
 def method_metrics(scores: np.ndarray, iou: np.ndarray, tau: float, accepted: Optional[np.ndarray] = None,
                    predicted_iou: Optional[np.ndarray] = None) -> dict:
-    """AUROC/AUPRC for IoU < tau, Spearman, AURC (and MAE, operating-point numbers when given)."""
+    """AUROC/AUPRC for IoU < tau from ``scores``; Spearman and AURC from ``predicted_iou`` when given (else
+    ``scores``); MAE of ``predicted_iou``; operating-point numbers from ``accepted``."""
     from scipy.stats import spearmanr
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -87,9 +89,10 @@ def method_metrics(scores: np.ndarray, iou: np.ndarray, tau: float, accepted: Op
     both = 0 < bad.sum() < len(bad)
     out["auroc"] = float(roc_auc_score(bad, -scores)) if both else None
     out["auprc"] = float(average_precision_score(bad, -scores)) if both else None
-    constant = len(np.unique(scores)) < 2 or len(np.unique(iou)) < 2
-    out["spearman"] = None if constant else float(spearmanr(scores, iou).statistic)
-    out["aurc"] = aurc(scores, 1.0 - iou)
+    ranking = scores if predicted_iou is None else np.asarray(predicted_iou, float)
+    constant = len(np.unique(ranking)) < 2 or len(np.unique(iou)) < 2
+    out["spearman"] = None if constant else float(spearmanr(ranking, iou).statistic)
+    out["aurc"] = aurc(ranking, 1.0 - iou)
     if predicted_iou is not None:
         out["mae"] = float(np.mean(np.abs(np.asarray(predicted_iou) - iou)))
     if accepted is not None and len(iou):
@@ -215,8 +218,9 @@ def _plots(result: Mapping, folder: Path) -> list:
         bad = iou[keep] < tau
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.5))
         for m, s in scores.items():
-            cov, risk = risk_coverage(s[keep], 1 - iou[keep])
-            a2.plot(np.r_[0, cov], np.r_[risk[0], risk], label=f"{m} (AURC {aurc(s[keep], 1 - iou[keep]):.3f})",
+            r = hat if m == "classifier" else s  # the classifier ranks by predicted IoU for the continuous risk
+            cov, risk = risk_coverage(r[keep], 1 - iou[keep])
+            a2.plot(np.r_[0, cov], np.r_[risk[0], risk], label=f"{m} (AURC {aurc(r[keep], 1 - iou[keep]):.3f})",
                     drawstyle="steps-post")
             if 0 < bad.sum() < len(bad):
                 fpr, tpr, _ = roc_curve(bad, -s[keep])

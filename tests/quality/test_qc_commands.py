@@ -72,11 +72,12 @@ def test_grouped_cv_of_the_report_never_scores_a_seen_case(quality_folder):
     assert all(len(v) == 1 for v in fold_of_case.values())  # organs and corrupted copies stay together
 
 
-def test_qc_evaluate_cli(quality_folder, nnunet_env, tmp_path):
+def test_qc_evaluate_cli(quality_folder, tmp_path, capsys):
+    from nnunet_medaka.cli import main
+
     out = tmp_path / "report"
-    proc = run_checked([tool("nnunet-medaka"), "qc", "evaluate", quality_folder, "-o", out, "--cv-folds", "2"],
-                       nnunet_env, timeout=300)
-    assert "AUROC" in proc.stdout
+    assert main(["qc", "evaluate", str(quality_folder), "-o", str(out), "--cv-folds", "2"]) == 0  # in-process CLI
+    assert "AUROC" in capsys.readouterr().out
     assert (out / "report.json").is_file() and (out / "roc_and_risk_coverage_all.png").is_file()
     assert json.loads((out / "report.json").read_text())["n_splits"] == 2
 
