@@ -108,8 +108,8 @@ def evaluate_rows(rows: Sequence[Mapping], reference_rows: Sequence[Mapping], la
                   progress: bool = True) -> dict:
     """Grouped cross-validation of the classifier and the baselines on the training table.
 
-    The accept threshold of each outer fold is chosen inside that fold's training cases (nested, Youden J) unless
-    ``accept_threshold`` fixes it.
+    The accept threshold of each outer fold is chosen inside that fold's training cases (nested grouped CV,
+    ``model.choose_threshold``) unless ``accept_threshold`` fixes it.
 
     Returns
     -------
@@ -118,7 +118,7 @@ def evaluate_rows(rows: Sequence[Mapping], reference_rows: Sequence[Mapping], la
         ``predictions`` (rows with every method's score), ``folds`` (test and training cases of each fold),
         ``summary`` (first-line verdict), settings.
     """
-    from nnunet_medaka.quality.model import grouped_folds, grouped_predictions, youden_threshold
+    from nnunet_medaka.quality.model import choose_threshold, grouped_predictions
 
     organs = sorted(labels, key=labels.get)
     outer = grouped_predictions(rows, reference_rows, organs, tau=tau, n_splits=n_splits, seed=seed,
@@ -133,7 +133,8 @@ def evaluate_rows(rows: Sequence[Mapping], reference_rows: Sequence[Mapping], la
         else:
             inner_rows = [r for r in rows if r["case"] in set(train_cases)]
             inner = grouped_predictions(inner_rows, reference_rows, organs, tau=tau, n_splits=n_splits, seed=seed)
-            t = youden_threshold(inner["p_good"], np.asarray([r["iou"] for r in inner_rows]) >= tau)
+            t, _ = choose_threshold(inner["p_good"], np.asarray([r["iou"] for r in inner_rows]),
+                                    [bool(r["real"]) for r in inner_rows], tau)
         thresholds.append(t)
         accepted[test] = outer["p_good"][test] >= t
     methods = {"classifier": (outer["p_good"], accepted), **baseline_scores(rows)}

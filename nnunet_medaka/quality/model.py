@@ -4,7 +4,8 @@ The model is two scikit-learn ``HistGradientBoosting`` estimators on ``features.
 categorical column, NaN for undefined features), pooled over organs: a regressor for the IoU and a classifier for
 P(IoU >= tau). Grouping is by **case**: a case's organs, its real out-of-fold prediction and all its corrupted
 copies are always on the same side of a split, and the relative features' ground-truth reference is computed from
-the training cases only.
+the training cases only. The real out-of-fold rows weigh as much, together, as all corrupted copies
+(``sample_weights``).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.quality.features import FEATURE_NAMES, feature_matrix, reference_statistics
 from nnunet_medaka.quality.score import QualityModel
 
-__all__ = ["fit_quality_model", "grouped_folds", "grouped_predictions", "youden_threshold", "versions"]
+__all__ = ["fit_quality_model", "grouped_folds", "grouped_predictions", "sample_weights", "choose_threshold",
+           "youden_threshold", "versions"]
 
 
 def versions() -> dict:
@@ -73,17 +75,36 @@ def youden_threshold(p_good: np.ndarray, good: np.ndarray) -> float:
     return best_t
 
 
-def _fit_estimators(x: np.ndarray, iou: np.ndarray, tau: float, seed: int):
+def sample_weights(real: np.ndarray) -> np.ndarray:
+    """Row weights giving the real out-of-fold rows together as much weight as all corrupted copies (the model is
+    used on real predictions; the copies widen its range without drowning them); all 1 without copies."""
+    real = np.asarray(real, bool)
+    n_real, n_fake = int(real.sum()), int((~real).sum())
+    if n_real == 0 or n_fake == 0:
+        return np.ones(len(real))
+    return np.where(real, n_fake / n_real, 1.0)
+
+
+def choose_threshold(p_good: np.ndarray, iou: np.ndarray, real: np.ndarray, tau: float) -> tuple[float, str]:
+    """Youden-optimal accept threshold on out-of-fold ``p_good``: over the real rows when both classes occur among
+    them (the model is used on real predictions), else over all rows. Returns (threshold, rule)."""
+    real, good = np.asarray(real, bool), np.asarray(iou) >= tau
+    if real.any() and 0 < good[real].sum() < real.sum():
+        return youden_threshold(np.asarray(p_good)[real], good[real]), "Youden J on grouped out-of-fold p_good, real rows"
+    return youden_threshold(p_good, good), "Youden J on grouped out-of-fold p_good, real + corrupted rows"
+
+
+def _fit_estimators(x: np.ndarray, iou: np.ndarray, tau: float, seed: int, weights: np.ndarray):
     from threadpoolctl import threadpool_limits
 
     regressor, classifier = _estimators(seed, len(x))
     good = (iou >= tau).astype(int)
     # one OpenMP thread: these tables are small, and more threads on a busy CPU are many times slower
     with threadpool_limits(limits=1):
-        regressor.fit(x, iou)
+        regressor.fit(x, iou, sample_weight=weights)
         if good.min() == good.max():
             return regressor, None, float(good[0])
-        classifier.fit(x, good)
+        classifier.fit(x, good, sample_weight=weights)
     return regressor, classifier, 1.0
 
 
@@ -97,7 +118,8 @@ def _fit_on(rows: Sequence[Mapping], reference_rows: Sequence[Mapping], organs: 
     reference = reference_statistics(_reference_rows(reference_rows, cases))
     x = feature_matrix(rows, organs, reference)
     iou = np.asarray([r["iou"] for r in rows], float)
-    return (reference, *_fit_estimators(x, iou, tau, seed))
+    weights = sample_weights(np.asarray([bool(r["real"]) for r in rows]))
+    return (reference, *_fit_estimators(x, iou, tau, seed, weights))
 
 
 def grouped_predictions(rows: Sequence[Mapping], reference_rows: Sequence[Mapping], organs: Sequence[str], *,
@@ -159,8 +181,8 @@ def fit_quality_model(rows: Sequence[Mapping], reference_rows: Sequence[Mapping]
     info = dict(training_info or {})
     if accept_threshold is None:
         oof = grouped_predictions(rows, reference_rows, organs, tau=tau, n_splits=n_splits, seed=seed)
-        accept_threshold = youden_threshold(oof["p_good"], iou >= tau)
-        info["accept_threshold_rule"] = "Youden J on grouped out-of-fold p_good (real + corrupted rows)"
+        accept_threshold, info["accept_threshold_rule"] = choose_threshold(
+            oof["p_good"], iou, [bool(r["real"]) for r in rows], tau)
     else:
         if not 0 <= accept_threshold <= 1:
             raise MedakaError(f"accept_threshold={accept_threshold!r}: expected a probability in [0, 1]")
