@@ -26,7 +26,10 @@ def _quality_summary(quality_dir: Path) -> Optional[dict]:
     report = _read_json(quality_dir / "evaluation" / "report.json")
     if report is None:
         return None
-    return {k: report[k] for k in ("tau", "verdict", "overall", "per_organ", "true_iou_spread") if k in report} or report
+    real = report.get("metrics", {}).get("real", {})
+    keep = ("n", "n_bad", "iou_min", "iou_median", "iou_max", "auroc", "auprc", "spearman", "aurc")
+    return {"tau": report.get("tau"), "summary": report.get("summary"),
+            "real": {organ: {k: methods.get("classifier", {}).get(k) for k in keep} for organ, methods in real.items()}}
 
 
 def write_run_results(out: Path, scores: Mapping, *, raw: Path, file_ending: str, labels: Mapping[str, int],
@@ -62,12 +65,14 @@ def run_summary_text(results: Mapping, *, table: Optional[str] = None) -> str:
     from nnunet_medaka.training.evaluation import comparison_table
 
     delta = results["student_minus_teacher_mean_iou"]
-    verdict = ("the KD student beat its teacher" if delta > 0 else "the KD student did NOT beat its teacher")
+    verdict = "higher than" if delta > 0 else "not higher than"
     lines = [f"# Run on {results['dataset']} (preset {results['preset']})", "",
              f"Mean IoU over organs on the held-out test cases: teacher "
-             f"{results['scores']['teacher']['mean']['IoU']:.3f}, student {results['scores']['student']['mean']['IoU']:.3f} "
-             f"(Δ {delta:+.3f}): {verdict} in this single run (one seed; a claim needs several, see "
-             "`nnunet-medaka experiment`).", "", "```", table or comparison_table(results["scores"]), "```"]
+             f"{results['scores']['teacher']['mean']['IoU']:.3f}, KD student "
+             f"{results['scores']['student']['mean']['IoU']:.3f}: the student is {verdict} its teacher "
+             f"(Δ {delta:+.3f}) in this single run. One run at one seed is no evidence either way when the difference "
+             "is within the run-to-run spread; `nnunet-medaka experiment --seeds` measures that.", "", "```",
+             table or comparison_table(results["scores"]), "```"]
     pseudo = results.get("pseudo_labels")
     if pseudo:
         lines += ["", f"Pseudo-labels: {pseudo['finished']} unlabeled cases, acceptance `{pseudo['acceptance']}`: "
@@ -83,12 +88,12 @@ def run_summary_text(results: Mapping, *, table: Optional[str] = None) -> str:
                          f"{_fmt(truth.get('accepted_organs_mean'))}, rejected {_fmt(truth.get('rejected_organs_mean'))}.")
     quality = results.get("quality_classifier")
     if quality:
-        overall = quality.get("overall", {})
-        learned = overall.get("classifier", overall) if isinstance(overall, dict) else {}
-        metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in learned.items() if isinstance(v, (int, float)))
-        lines += ["", f"Quality classifier (grouped CV on the teacher's out-of-fold predictions): {metrics or 'see report'}."]
-        if quality.get("verdict"):
-            lines.append(str(quality["verdict"]))
+        lines += ["", f"Quality classifier, grouped cross-validation on the teacher's real out-of-fold predictions "
+                  f"(tau {quality['tau']}): {quality.get('summary') or ''}"]
+        for organ, m in quality.get("real", {}).items():
+            lines.append(f"- {organ}: AUROC {_fmt(m['auroc'])}, Spearman {_fmt(m['spearman'])}, AURC {_fmt(m['aurc'])} "
+                         f"over {m['n']} predictions ({m['n_bad']} with IoU < tau; true IoU {_fmt(m['iou_min'])}–"
+                         f"{_fmt(m['iou_max'])})")
     paths = results["paths"]
     lines += ["", f"Plot: {paths['plot']}  ", f"Overlays: {paths['overlays']}  ", f"Logs: {paths['logs']}  ",
               f"Pseudo-labels: {paths['pseudo_labels']}  ", f"Quality model and report: {paths['quality']}"]
