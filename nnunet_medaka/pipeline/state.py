@@ -63,13 +63,18 @@ class Stage:
     inputs : callable
         Returns a JSON-serialisable description of what the stage depends on (settings, file fingerprints).
     run : callable
-        Does the work; returns a JSON-serialisable dict of outputs, stored in the state file.
+        Does the work; returns a JSON-serialisable dict of outputs, stored in the state file. Run again after
+        an interruption, it should continue the work it finds (the stage's own resume).
+    reset : callable, optional
+        Removes the stage's outputs; called before a finished stage is redone because its inputs changed, so
+        that its own resume does not continue from outputs of the old inputs.
     """
 
     name: str
     commands: Callable[[], list]
     inputs: Callable[[], Any]
     run: Callable[[], dict]
+    reset: Optional[Callable[[], None]] = None
 
 
 class RunState:
@@ -141,7 +146,11 @@ def run_stages(stages: list, state: RunState, *, log: Callable[[str], None] = pr
             continue
         if stage.name in state.stages:
             log(f"{head}: redone, {state.why_redo(stage.name, fp)}")
-            state.forget_after([s.name for s in stages[i - 1:]])
+            later = stages[i - 1:]
+            for s in later:  # outputs first, records second: a kill in between only repeats the reset
+                if s.name in state.stages and s.reset is not None:
+                    s.reset()
+            state.forget_after([s.name for s in later])
         else:
             log(f"{head}")
         for command in stage.commands():

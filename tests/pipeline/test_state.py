@@ -72,3 +72,16 @@ def test_corrupt_state_file_is_named(tmp_path):
     (tmp_path / "s.json").write_text("{")
     with pytest.raises(MedakaError, match="s.json: not valid JSON"):
         RunState(tmp_path / "s.json")
+
+
+def test_changed_input_resets_that_stage_and_the_later_finished_ones(tmp_path):
+    resets, settings = [], {"a": 1, "b": 2, "c": 3}
+
+    def stages():
+        return [Stage(n, commands=lambda: [], inputs=lambda n=n: settings[n], run=lambda: {},
+                      reset=lambda n=n: resets.append(n)) for n in ("a", "b", "c")]
+    run_stages(stages(), RunState(tmp_path / "s.json"), log=lambda s: None)
+    assert resets == []
+    settings["b"] = 5
+    run_stages(stages(), RunState(tmp_path / "s.json"), log=lambda s: None)
+    assert resets == ["b", "c"]
