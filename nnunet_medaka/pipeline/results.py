@@ -33,7 +33,7 @@ def _quality_summary(quality_dir: Path) -> Optional[dict]:
 
 
 def write_run_results(out: Path, scores: Mapping, *, raw: Path, file_ending: str, labels: Mapping[str, int],
-                      quality_dir: Path, pseudo_dir: Path, settings: Mapping) -> dict:
+                      quality_dir: Path, pseudo_dir: Path, settings: Mapping, models: Mapping[str, Path]) -> dict:
     """Write ``results.json``, ``results.md``, ``iou_per_organ.png`` and ``overlays.png`` into the run folder."""
     from nnunet_medaka.training.evaluation import comparison_table, plot_comparison
 
@@ -51,7 +51,7 @@ def write_run_results(out: Path, scores: Mapping, *, raw: Path, file_ending: str
         "pseudo_labels": pseudo, "quality_classifier": quality,
         "paths": {"run": str(out), "plot": str(plot), "overlays": str(overlays), "logs": str(out / "logs"),
                   "predictions": str(out / "predictions"), "pseudo_labels": str(pseudo_dir),
-                  "quality": str(quality_dir)},
+                  "quality": str(quality_dir), "raw": str(raw), "models": {k: str(v) for k, v in models.items()}},
     }
     write_json_atomic(out / RESULTS_FILE, results)
     text = run_summary_text(results, table=comparison_table(scores))

@@ -348,8 +348,8 @@ def run_pipeline(
         from nnunet_medaka.pipeline.results import write_run_results
         from nnunet_medaka.training.evaluation import per_label_scores
 
-        scores = {}
-        for role, model in (("teacher", teacher_model), ("student", student_model())):
+        scores, models = {}, {"teacher": teacher_model, "student": student_model()}
+        for role, model in models.items():
             target = pred_dir / role
             if target.exists():
                 shutil.rmtree(target)  # a half-finished prediction from a killed run
@@ -359,7 +359,7 @@ def run_pipeline(
             scores[role] = per_label_scores(target / "summary.json", dataset_json["labels"])
         files = write_run_results(out, scores, raw=raw, file_ending=dataset_json["file_ending"],
                                   labels=dataset_json["labels"], quality_dir=quality_dir, pseudo_dir=pseudo_dir,
-                                  settings=settings)
+                                  settings=settings, models=models)
         return {"scores": scores, "files": files}
 
     stages = [
