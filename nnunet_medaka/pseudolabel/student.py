@@ -7,7 +7,8 @@ Steps (nnU-Net's own commands where it has them):
    (hard links, copies where links are impossible or with ``copy=True``), ``"pseudo_labeled_cases"`` listing the
    latter (read by ``KDTrainer`` with ``kd_scope=pseudo``), ``"ignore"`` declared when organ-level acceptance set
    rejected organs to nnU-Net's ignore label;
-2. ``nnUNetv2_move_plans_between_datasets`` copies the teacher's plans (those in its model folder) to the student
+2. ``nnUNetv2_extract_fingerprint --verify_dataset_integrity`` (nnU-Net's check of the new dataset; training copies
+   the fingerprint), then ``nnUNetv2_move_plans_between_datasets`` copies the teacher's plans (those in its model folder) to the student
    under a new plans name, then the raw ``dataset.json`` is copied into the preprocessed folder (the move does not
    do it, and ``nnUNetv2_preprocess`` fails without it);
 3. ``nnUNetv2_preprocess -plans_name ...``: the labeled cases come out bit-identical to the teacher's arrays;
@@ -240,8 +241,10 @@ def build_student(
         source_pre = stage_pre / teacher.dataset_name
         source_pre.mkdir()
         shutil.copyfile(teacher.folder / "plans.json", source_pre / f"{teacher.plans_name}.json")  # plans it was trained with
-        (stage_pre / target_name).mkdir()
         logs = stage_pre / "logs"
+        # the fingerprint (nnU-Net's training copies it) and nnU-Net's integrity check of the new dataset
+        _run_logged("nnUNetv2_extract_fingerprint", ["-d", dataset_id, "-np", num_processes,
+                    "--verify_dataset_integrity"], planning_environ(env), logs, "extract_fingerprint")
         _run_logged("nnUNetv2_move_plans_between_datasets", ["-s", teacher.dataset_name, "-t", target_name, "-sp",
                     teacher.plans_name, "-tp", student_plans], planning_environ(env), logs, "move_plans")
         pre = stage_pre / target_name

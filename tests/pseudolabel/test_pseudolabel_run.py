@@ -1,0 +1,139 @@
+"""`nnunet-medaka pseudolabel` on the tiny teacher: outputs equal nnU-Net's own prediction, resume after kill -9,
+shards merged equal one run, unreadable images listed while the rest is processed."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from conftest import N_UNLABELED, environ
+from helpers import run_checked, tool
+from nnunet_medaka.pseudolabel.outputs import SUMMARY_FILE, TABLE_COLUMNS, TABLE_FILE
+
+
+def read(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def label_arrays(out: Path, sub: str = "labels") -> dict:
+    return {p.name: read(p) for p in sorted((out / sub).glob("*.nii.gz"))}
+
+
+def test_table_labels_and_true_iou(pseudo_none, unlabeled):
+    rows = list(csv.DictReader((pseudo_none / TABLE_FILE).open()))
+    assert tuple(rows[0]) == TABLE_COLUMNS
+    assert [(r["case"], r["organ"]) for r in rows] == [(f"u_{i:03d}", o) for i in range(N_UNLABELED) for o in ("sphere", "box")]
+    assert {r["decision"] for r in rows} == {"accept"} and {r["case_decision"] for r in rows} == {"accept"}
+    assert all(r["predicted_iou"] == "" and r["p_good"] == "" for r in rows)  # no quality model
+    _, gt = unlabeled
+    for r in rows:  # true IoU recomputed from the written label map and the ground truth
+        pred, truth = read(pseudo_none / "labels" / f"{r['case']}.nii.gz"), read(gt / f"{r['case']}.nii.gz")
+        label = int(r["label"])
+        union = np.logical_or(pred == label, truth == label).sum()
+        expected = np.logical_and(pred == label, truth == label).sum() / union if union else 1.0
+        assert r["true_iou"] == f"{expected:.6f}"
+        assert int(r["voxels"]) == int((pred == label).sum())
+    summary = json.loads((pseudo_none / SUMMARY_FILE).read_text())
+    assert summary["cases_accepted"] == N_UNLABELED and summary["failed"] == []
+    timing = json.loads((pseudo_none / "runs" / "part-0-of-1.json").read_text())
+    assert timing["cases"] == N_UNLABELED and timing["cases_per_second"] > 0
+
+
+def test_label_maps_equal_stock_nnunet_predict(pseudo_none, unlabeled, trained_teacher, tiny_dataset, nnunet_env, tmp_path):
+    images, _ = unlabeled
+    run_checked([tool("nnUNetv2_predict"), "-i", images, "-o", tmp_path / "stock", "-d", tiny_dataset.id, "-c",
+                 tiny_dataset.configuration, "-tr", "SupervisedTrainer", "-p", tiny_dataset.plans, "-f", "0",
+                 "--disable_tta", "-device", "cpu", "-npp", "0", "-nps", "0"], nnunet_env)
+    ours = label_arrays(pseudo_none)
+    stock = label_arrays(tmp_path, "stock")
+    assert ours.keys() == stock.keys()
+    for name in ours:
+        np.testing.assert_array_equal(ours[name], stock[name])
+    ref = sitk.ReadImage(str(tmp_path / "stock" / "u_000.nii.gz"))
+    mine = sitk.ReadImage(str(pseudo_none / "labels" / "u_000.nii.gz"))
+    assert mine.GetSpacing() == ref.GetSpacing() and mine.GetOrigin() == ref.GetOrigin()
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from nnunet_medaka.pseudolabel import predict
+real, calls = predict.write_record, []
+def dying(output, record):
+    calls.append(record["case"])
+    if len(calls) == 2:  # the 2nd case: its label file is in place, its record not yet written
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(output, record)
+predict.write_record = dying
+predict.pseudolabel(sys.argv[1], sys.argv[2], sys.argv[3], folds=[0], ground_truth=sys.argv[4], mirroring=False,
+                    device="cpu", progress=False)
+"""
+
+
+def test_resume_after_kill_gives_identical_outputs(pseudo_none, unlabeled, trained_teacher, nnunet_env, tmp_path):
+    images, gt = unlabeled
+    out = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, trained_teacher, images, out, gt], env=nnunet_env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert sorted(p.stem for p in (out / "records").glob("*.json")) == ["u_000"]
+    assert (out / "labels" / "u_001.nii.gz").is_file()  # written, but without a record it is not "finished"
+    assert not (out / TABLE_FILE).exists()
+    (out / "labels" / ".u_002.tmp999.nii.gz").write_bytes(b"half a file")  # as if killed while writing
+    from nnunet_medaka.cli import main
+
+    with environ(nnunet_env):
+        assert main(["pseudolabel", "-m", str(trained_teacher), "-i", str(images), "-o", str(out), "--ground-truth",
+                     str(gt), "--disable-tta", "-device", "cpu", "--quiet"]) == 0
+    timing = json.loads((out / "runs" / "part-0-of-1.json").read_text())
+    assert timing["cases"] == N_UNLABELED - 1  # u_000 skipped, u_001 redone
+    assert (out / TABLE_FILE).read_bytes() == (pseudo_none / TABLE_FILE).read_bytes()
+    assert (out / SUMMARY_FILE).read_bytes() == (pseudo_none / SUMMARY_FILE).read_bytes()
+    assert not list((out / "labels").glob(".*"))
+    a, b = label_arrays(out), label_arrays(pseudo_none)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_two_shards_merged_equal_one_run(pseudo_none, unlabeled, trained_teacher, nnunet_env, tmp_path):
+    from nnunet_medaka.cli import main
+
+    images, gt = unlabeled
+    common = ["pseudolabel", "-m", str(trained_teacher), "-i", str(images), "--ground-truth", str(gt), "--disable-tta",
+              "-device", "cpu", "--quiet", "-num_parts", "2"]
+    with environ(nnunet_env):
+        assert main([*common, "-o", str(tmp_path / "shared"), "-part_id", "0"]) == 0
+        assert not (tmp_path / "shared" / TABLE_FILE).exists()
+        assert main(["pseudolabel-merge", str(tmp_path / "shared")]) == 2  # part 1 missing: an error naming it
+        assert main([*common, "-o", str(tmp_path / "elsewhere"), "-part_id", "1"]) == 0  # another machine
+        assert main(["pseudolabel-merge", str(tmp_path / "shared"), "--from", str(tmp_path / "elsewhere")]) == 0
+    merged = tmp_path / "shared"
+    assert (merged / TABLE_FILE).read_bytes() == (pseudo_none / TABLE_FILE).read_bytes()
+    assert (merged / SUMMARY_FILE).read_bytes() == (pseudo_none / SUMMARY_FILE).read_bytes()
+    a, b = label_arrays(merged), label_arrays(pseudo_none)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_unreadable_image_is_named_and_the_rest_processed(unlabeled, trained_teacher, nnunet_env, tmp_path, capsys):
+    from nnunet_medaka.cli import main
+
+    images, _ = unlabeled
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(images / "u_000_0000.nii.gz", folder)
+    (folder / "broken_0000.nii.gz").write_bytes(b"\x1f\x8b not really a nifti")
+    out = tmp_path / "out"
+    with environ(nnunet_env):
+        code = main(["pseudolabel", "-m", str(trained_teacher), "-i", str(folder), "-o", str(out), "--disable-tta",
+                     "-device", "cpu", "--quiet"])
+    assert code == 1
+    assert "broken" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / TABLE_FILE).open()))
+    assert {r["case"] for r in rows} == {"u_000"}
+    failed = list(csv.DictReader((out / "failed_cases.csv").open()))
+    assert [f["case"] for f in failed] == ["broken"] and "broken_0000.nii.gz" in failed[0]["files"]
+    assert json.loads((out / SUMMARY_FILE).read_text())["failed"] == ["broken"]
