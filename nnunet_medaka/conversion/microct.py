@@ -1,15 +1,6 @@
 """Micro-CT specimens: convert each one (found and checked by ``specimens``), streaming by z-slabs.
 
-Source layout (folder names fixed; each ``CASE`` entry is a TIFF stack, a folder of TIFF slices,
-or a NIfTI/NRRD/MetaImage file)::
-
-    SOURCE/
-      organs.json | organs.yaml     organ list (or pass it explicitly)
-      images/CASE                   labeled specimens' images
-      labels/CASE                   one multi-label volume per labeled specimen, or
-      masks/CASE/<organ file>       one binary mask per organ, matched by the organ list's patterns
-      unlabeled/CASE                images without labels (the pool for pseudo-labels)
-      unlabeled_gt/CASE             optional: labels of unlabeled specimens, for evaluation only
+The source layout is described in ``specimens``.
 
 One specimen is read three times at most: a cropping pass (only with ``crop``), the image pass and
 the label pass. The output arrays are the only whole volumes held; the image is written and freed
