@@ -7,7 +7,7 @@ prints one JSON object: the real out-of-fold IoU spread, and per organ and overa
 baseline's AUROC / AUPRC (IoU < tau), Spearman, AURC, plus whether the goal (AUROC >= 0.90, Spearman >= 0.80 per
 organ, classifier beating every baseline on AUROC and AURC) is met.
 
-    python benchmarks/quality_hippocampus.py --work-dir bench_output/quality_hippo [--epochs 10 --iterations 25]
+    python benchmarks/quality_hippocampus.py --work-dir bench_output/quality_hippo [--epochs 32 --iterations 25]
 
 Default network: nnU-Net's 2d plans with a small CPU variant (features 16/32/64/128, batch 8, nnU-Net's patch).
 
@@ -32,9 +32,13 @@ def main() -> None:
     p.add_argument("--work-dir", type=Path, default=Path("bench_output/quality_hippocampus"))
     p.add_argument("--source", type=Path, default=SOURCE)
     p.add_argument("--configuration", default="2d")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=32)
     p.add_argument("--iterations", type=int, default=25)
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--lr", type=float, default=0.03, help="initial learning rate (0.03 leaves the all-background "
+                                                           "phase sooner on CPU schedules: benchmarks/protocol_hippocampus.py)")
+    p.add_argument("--cpu-threads", type=int, default=1, help="torch threads per training (1: no oversubscription)")
+    p.add_argument("--parallel", type=int, default=2, help="folds trained at the same time")
     p.add_argument("--features", type=int, nargs="*", default=[16, 32, 64, 128],
                    help="small CPU network: features per stage (nothing after the flag: nnU-Net's own plans)")
     p.add_argument("--batch", type=int, default=8, help="batch size of the small plans")
@@ -77,15 +81,31 @@ def main() -> None:
                               features_per_stage=args.features, batch_size=args.batch)
         update_config_file(preprocessed / "nnunet_medaka.json", [
             ("num_epochs", args.epochs), ("iterations_per_epoch", args.iterations),
-            ("val_iterations_per_epoch", 2), ("mirroring", False)])
+            ("val_iterations_per_epoch", 2), ("mirroring", False), ("initial_lr", args.lr),
+            ("cpu_threads", args.cpu_threads)])
         timings["convert_plan_preprocess"] = round(time.perf_counter() - t0, 1)
-        for fold in range(args.folds):
+        def train_fold(fold: int) -> None:
             t0 = time.perf_counter()
-            logging.info("teacher fold %d: nnUNetv2_train %d %s %d -tr SupervisedTrainer --npz", fold, DATASET_ID, cfg,
-                         fold)
-            run_stock_command("nnUNetv2_train", [DATASET_ID, cfg, fold, "-tr", "SupervisedTrainer", "-p", plans, "-device",
-                                                 args.device, "--npz"], env=env, log_file=logs / f"train_fold{fold}.log")
+            logging.info("teacher fold %d: nnUNetv2_train %d %s %d -tr SupervisedTrainer -p %s --npz", fold, DATASET_ID,
+                         cfg, fold, plans)
+            run_stock_command("nnUNetv2_train", [DATASET_ID, cfg, fold, "-tr", "SupervisedTrainer", "-p", plans,
+                                                 "-device", args.device, "--npz"], env=env,
+                              log_file=logs / f"train_fold{fold}.log")
             timings[f"train_fold{fold}"] = round(time.perf_counter() - t0, 1)
+
+        # the split file first (nnU-Net writes it on the first training; parallel folds must not race for it)
+        from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+        cases = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTr").glob("*.nii.gz"))
+        from nnunet_medaka.config import write_json_atomic
+
+        if not (preprocessed / "splits_final.json").is_file():
+            write_json_atomic(preprocessed / "splits_final.json", generate_crossval_split(cases, seed=12345,
+                                                                                          n_splits=args.folds))
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+            list(pool.map(train_fold, range(args.folds)))
     from nnunet_medaka.quality.commands import train_quality
 
     t0 = time.perf_counter()
@@ -110,7 +130,7 @@ def main() -> None:
     print(json.dumps({
         "data": "MSD Task04 hippocampus, 100-case development subset (real MRI, CC-BY-SA 4.0)",
         "teacher": f"SupervisedTrainer -p {plans}, {cfg}, {args.folds}-fold CV, {args.epochs} epochs x {args.iterations} "
-                   f"iterations, {args.device}", "tau": report["tau"], "summary": report["summary"],
+                   f"iterations, lr {args.lr}, {args.device}", "tau": report["tau"], "summary": report["summary"],
         "real_oof_iou_spread": spread, "real_oof_metrics": table, "goal": goal,
         "all_rows_overall_classifier": report["metrics"]["all"]["overall"]["classifier"],
         "quality_folder": str(folder), "timings_s": timings, "total_s": round(time.perf_counter() - started, 1),
