@@ -47,6 +47,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--skip-training", action="store_true")
+    p.add_argument("--qc-folds", type=int, nargs="+", default=None,
+                   help="teacher folds the quality classifier learns from (default: all --folds)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     work = args.work_dir.resolve()
@@ -110,7 +112,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     tau = args.tau if args.tau == "auto" else float(args.tau)
-    folder = train_quality(str(DATASET_ID), cfg, plans=plans, tau=tau, corruptions_per_organ=args.corruptions, seed=args.seed,
+    folder = train_quality(str(DATASET_ID), cfg, plans=plans, folds=args.qc_folds, tau=tau, corruptions_per_organ=args.corruptions, seed=args.seed,
                            overwrite=True, progress=False)
     timings["qc_train"] = round(time.perf_counter() - t0, 1)
     report = json.loads((folder / "evaluation" / "report.json").read_text())
@@ -130,7 +132,8 @@ def main() -> None:
     print(json.dumps({
         "data": "MSD Task04 hippocampus, 100-case development subset (real MRI, CC-BY-SA 4.0)",
         "teacher": f"SupervisedTrainer -p {plans}, {cfg}, {args.folds}-fold CV, {args.epochs} epochs x {args.iterations} "
-                   f"iterations, lr {args.lr}, {args.device}", "tau": report["tau"], "summary": report["summary"],
+                   f"iterations, lr {args.lr}, {args.device}",
+        "qc_teacher_folds": args.qc_folds or list(range(args.folds)), "tau": report["tau"], "summary": report["summary"],
         "real_oof_iou_spread": spread, "real_oof_metrics": table, "goal": goal,
         "all_rows_overall_classifier": report["metrics"]["all"]["overall"]["classifier"],
         "quality_folder": str(folder), "timings_s": timings, "total_s": round(time.perf_counter() - started, 1),
