@@ -24,6 +24,8 @@ from torch import nn
 __all__ = [
     "SupervisedPlusKDLoss",
     "deep_supervision_kd",
+    "gradient_norm",
+    "kd_weight_at",
     "kd_divergence",
     "pool_probabilities",
     "teacher_probabilities",
@@ -196,6 +198,35 @@ def deep_supervision_kd(student_outputs, teacher_probs: torch.Tensor, temperatur
     return total
 
 
+def kd_weight_at(epoch: int, kd_weight: float, warmup_epochs: int) -> float:
+    """The KD weight in ``epoch`` (0-based) under a linear warm-up (config key ``kd_warmup``).
+
+    The weight ramps linearly from 0 in epoch 0 to ``kd_weight`` in epoch ``warmup_epochs`` and stays there;
+    ``warmup_epochs = 0`` means the full weight from the start.
+
+    Examples
+    --------
+    >>> [kd_weight_at(e, 2.0, 4) for e in (0, 1, 2, 4, 10)]
+    [0.0, 0.5, 1.0, 2.0, 2.0]
+    """
+    if warmup_epochs <= 0:
+        return float(kd_weight)
+    return float(kd_weight) * min(1.0, max(0, epoch) / warmup_epochs)
+
+
+def gradient_norm(term: torch.Tensor, params: Sequence[torch.Tensor], scale: float = 1.0) -> float:
+    """L2 norm of d(term)/d(params) over all parameters, without touching ``.grad`` (the graph is retained).
+
+    ``scale`` multiplies the term before differentiating and divides the norm after (the AMP loss scale, so that
+    fp16 gradients do not underflow); parameters the term does not reach count as zero.
+    """
+    if not term.requires_grad:
+        return 0.0
+    grads = torch.autograd.grad(term * scale if scale != 1.0 else term, params, retain_graph=True, allow_unused=True)
+    squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
+    return float(torch.stack(squares).sum().sqrt()) / scale if squares else 0.0
+
+
 _NO_KD = object()  # set_teacher(None): this training batch gets no KD term
 
 
@@ -232,6 +263,10 @@ class SupervisedPlusKDLoss(nn.Module):
         self.scale_weights = None if scale_weights is None else tuple(float(w) for w in scale_weights)
         self._pending = None
         self.last_terms: dict = {}
+        # One-shot gradient-norm measurement (set by the trainer before a training step, cleared after it):
+        # the parameters to differentiate and the AMP loss scale. Results in last_grad_norms.
+        self.measure_grad_norms: Optional[tuple] = None
+        self.last_grad_norms: Optional[dict] = None
 
     def set_teacher(self, teacher_probs: Optional[torch.Tensor], sample_weights: Optional[torch.Tensor] = None) -> None:
         """Teacher probabilities (and optional per-sample weights) for the next call only.
@@ -243,17 +278,24 @@ class SupervisedPlusKDLoss(nn.Module):
     def forward(self, output, target) -> torch.Tensor:
         supervised = self.supervised(output, target)
         pending, self._pending = self._pending, None
+        measure, self.measure_grad_norms = self.measure_grad_norms, None
+        measure = measure if torch.is_grad_enabled() else None
+        self.last_grad_norms = None
         if pending is None:  # validation, or a caller that does not distil
             self.last_terms = {"supervised": supervised.detach(), "kd": None}
             return supervised
         if pending is _NO_KD:
             self.last_terms = {"supervised": supervised.detach(), "kd": float("nan")}
+            if measure is not None:
+                self.last_grad_norms = {"supervised": gradient_norm(supervised, *measure), "kd": float("nan")}
             return supervised
         teacher_probs, sample_weights = pending
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.kd_weight > 0):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (self.kd_weight > 0 or measure is not None)):
             kd = deep_supervision_kd(output, teacher_probs, self.temperature, scale_weights=self.scale_weights,
                                      weights=sample_weights)
         self.last_terms = {"supervised": supervised.detach(), "kd": kd.detach()}
+        if measure is not None:  # each term's own gradient, before kd_weight and before nnU-Net's clipping
+            self.last_grad_norms = {"supervised": gradient_norm(supervised, *measure), "kd": gradient_norm(kd, *measure)}
         if self.kd_weight == 0:
             return supervised
         return supervised + self.kd_weight * kd

@@ -24,7 +24,7 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.utilities.collate_outputs import collate_outputs
 
 from nnunet_medaka.errors import MedakaError
-from nnunet_medaka.training.kd_loss import SupervisedPlusKDLoss, teacher_probabilities
+from nnunet_medaka.training.kd_loss import SupervisedPlusKDLoss, kd_weight_at, teacher_probabilities
 from nnunet_medaka.training.supervised_trainer import SupervisedTrainer
 from nnunet_medaka.training.teacher import LoadedTeacher, TeacherRuntime, default_runtime, dry_run, load_teacher
 
@@ -32,7 +32,13 @@ __all__ = ["KDTrainer", "PSEUDO_CASES_KEY", "pseudo_case_ids", "sample_weights_f
 
 # Key in the student's dataset.json listing the pseudo-labelled case identifiers (for kd_scope = "pseudo").
 PSEUDO_CASES_KEY = "pseudo_labeled_cases"
-LOSS_TERM_KEYS = ("train_loss_supervised", "train_loss_kd")
+# Per-epoch log keys: the two loss terms, the gradient norm of each term (before kd_weight and before nnU-Net's
+# clipping of the total at 12, measured every GRAD_NORM_EVERY steps) and the KD weight in effect (kd_warmup).
+LOSS_TERM_KEYS = ("train_loss_supervised", "train_loss_kd", "train_grad_norm_supervised", "train_grad_norm_kd",
+                  "kd_weight")
+# (train_step output, log key) pairs averaged over the epoch's finite values
+_EPOCH_MEANS = (("loss_supervised", "train_loss_supervised"), ("loss_kd", "train_loss_kd"),
+                ("grad_norm_supervised", "train_grad_norm_supervised"), ("grad_norm_kd", "train_grad_norm_kd"))
 
 
 def pseudo_case_ids(dataset_json: dict, *, source: str = "dataset.json") -> frozenset:
@@ -133,10 +139,15 @@ class KDTrainer(SupervisedTrainer):
         ``initialize()`` to override (the benchmark does).
     """
 
+    # Gradient norms of both loss terms cost two extra backward passes; measured on every this many training steps
+    # (the first step of each epoch included), NaN on the others and left out of the epoch mean.
+    grad_norm_every: int = 10
+
     # nnU-Net fills my_init_kwargs from this exact signature: no extra parameters allowed.
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self._epoch_step = 0
         self.teacher: Optional[LoadedTeacher] = None
         self.teacher_runtime: Optional[TeacherRuntime] = None
         self.pseudo_ids: Optional[frozenset] = None
@@ -179,6 +190,20 @@ class KDTrainer(SupervisedTrainer):
         return SupervisedPlusKDLoss(supervised, kd_weight=config.kd_weight, temperature=config.kd_temperature,
                                     scale_weights=scale_weights)
 
+    @property
+    def kd_loss(self) -> SupervisedPlusKDLoss:
+        return getattr(self.loss, "_orig_mod", self.loss)
+
+    def current_kd_weight(self) -> float:
+        """``kd_weight`` ramped over the first ``kd_warmup`` epochs (`kd_weight_at`)."""
+        return kd_weight_at(self.current_epoch, self.medaka_config.kd_weight, self.medaka_config.kd_warmup)
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self._epoch_step = 0
+        self.kd_loss.kd_weight = self.current_kd_weight()
+        self.logger.log("kd_weight", self.kd_loss.kd_weight, self.current_epoch)
+
     def on_train_start(self):
         super().on_train_start()
         if self.pseudo_ids is not None:
@@ -204,7 +229,16 @@ class KDTrainer(SupervisedTrainer):
             with torch.no_grad():
                 probs = teacher_probabilities(self.teacher.ensemble(data), self.medaka_config.kd_temperature)
             self.loss.set_teacher(probs, weights)
+        measure = self.grad_norm_every > 0 and self._epoch_step % self.grad_norm_every == 0
+        self._epoch_step += 1
+        if measure:
+            params = [p for p in self.network.parameters() if p.requires_grad]
+            scale = float(self.grad_scaler.get_scale()) if self.grad_scaler is not None else 1.0
+            self.kd_loss.measure_grad_norms = (params, scale)
         result = super().train_step({**batch, "data": data})
+        norms = self.kd_loss.last_grad_norms if measure else None
+        result["grad_norm_supervised"] = np.float64(norms["supervised"]) if norms else np.float64("nan")
+        result["grad_norm_kd"] = np.float64(norms["kd"]) if norms else np.float64("nan")
         terms = self.loss.last_terms
         kd = terms["kd"]
         kd = kd.float() if torch.is_tensor(kd) else torch.tensor(float("nan"), device=terms["supervised"].device)
@@ -215,7 +249,7 @@ class KDTrainer(SupervisedTrainer):
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)
         outputs = collate_outputs(train_outputs)
-        for key, log_key in (("loss_supervised", "train_loss_supervised"), ("loss_kd", "train_loss_kd")):
+        for key, log_key in _EPOCH_MEANS:
             values = np.asarray(outputs[key], dtype=np.float64).ravel()
             if self.is_ddp:
                 gathered = [None] * dist.get_world_size()
@@ -227,6 +261,9 @@ class KDTrainer(SupervisedTrainer):
     def on_epoch_end(self):
         self.print_to_log_file("train_loss_supervised",
                                np.round(self.logger.get_value("train_loss_supervised", step=-1), decimals=4))
-        self.print_to_log_file(f"train_loss_kd (x kd_weight {self.medaka_config.kd_weight:g})",
+        self.print_to_log_file(f"train_loss_kd (x kd_weight {self.kd_loss.kd_weight:g})",
                                np.round(self.logger.get_value("train_loss_kd", step=-1), decimals=4))
+        self.print_to_log_file("grad norm (before clipping) supervised / KD (before kd_weight)",
+                               np.round(self.logger.get_value("train_grad_norm_supervised", step=-1), decimals=4),
+                               np.round(self.logger.get_value("train_grad_norm_kd", step=-1), decimals=4))
         super().on_epoch_end()
