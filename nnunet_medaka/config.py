@@ -43,6 +43,7 @@ class MedakaConfig:
     iterations_per_epoch: int = 250
     val_iterations_per_epoch: int = 50
     mirroring: bool = True  # test-time mirroring in the final validation
+    final_validation: bool = True  # run nnU-Net's final validation (predict the fold's validation cases) after training
     seed: Optional[int] = None  # seeds Python, numpy and torch in the trainer and nnU-Net's data loading; None: unseeded
     initial_lr: float = 1e-2  # nnU-Net's SGD initial learning rate (poly schedule)
     cpu_threads: Optional[int] = None  # torch threads when training on CPU; None: nnU-Net's choice (every core)
@@ -145,6 +146,7 @@ _CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "iterations_per_epoch": _positive_int,
     "val_iterations_per_epoch": _positive_int,
     "mirroring": _boolean,
+    "final_validation": _boolean,
     "seed": _optional_seed,
     "initial_lr": _learning_rate,
     "cpu_threads": _optional_positive_int,

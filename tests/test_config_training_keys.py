@@ -59,3 +59,10 @@ def test_cli_accepts_a_single_teacher_fold(tmp_path, monkeypatch, capsys, arg, f
     assert main(["config", "-d", "12", "--set", "seed=null", "--show"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out[out.index("{"):])["seed"] is None
+
+
+def test_final_validation_key():
+    assert MedakaConfig().final_validation is True
+    assert validate_config({"final_validation": False}).final_validation is False
+    with pytest.raises(MedakaError, match="'final_validation' is"):
+        validate_config({"final_validation": "no"})

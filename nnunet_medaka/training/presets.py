@@ -4,8 +4,8 @@ Each preset is a dict of
     configuration         nnU-Net configuration to plan, preprocess and train ("2d", "3d_fullres")
     small_plans           None (nnU-Net's own plans for that configuration) or keyword arguments of
                           `nnunet_medaka.training.plans.write_small_plans` (network width, patch, batch)
-    num_epochs, iterations_per_epoch, val_iterations_per_epoch, initial_lr, mirroring, cpu_threads
-                          config keys (`nnunet_medaka.config.MedakaConfig`) written to the dataset's config file
+    num_epochs, iterations_per_epoch, val_iterations_per_epoch, initial_lr, mirroring, cpu_threads,
+    final_validation      config keys (`nnunet_medaka.config.MedakaConfig`) written to the dataset's config file
     fold                  the nnU-Net fold to train ("all": every labeled case; the test set is held out anyway)
     measured              where the numbers behind the preset come from (benchmarks/README.md), or None
 
@@ -26,27 +26,27 @@ PRESETS: dict = {
         "small_plans": {"target_plans": "nnUNetPlansSmall", "patch_size": [28, 24, 72],
                         "features_per_stage": [16, 32, 64]},
         "num_epochs": 20, "iterations_per_epoch": 10, "val_iterations_per_epoch": 2,
-        "initial_lr": 0.01, "mirroring": False, "cpu_threads": None, "fold": "all",
+        "initial_lr": 0.01, "mirroring": False, "cpu_threads": None, "final_validation": True, "fold": "all",
         "measured": "plumbing only: every Dice 0.000 on the synthetic phantoms (README, demo)",
     },
     "quick": {
         "configuration": "2d",
         "small_plans": None,
         "num_epochs": 30, "iterations_per_epoch": 50, "val_iterations_per_epoch": 5,
-        "initial_lr": 0.01, "mirroring": False, "cpu_threads": None, "fold": "all",
+        "initial_lr": 0.01, "mirroring": False, "cpu_threads": None, "final_validation": True, "fold": "all",
         "measured": None,
     },
     "full": {
         "configuration": "3d_fullres",
         "small_plans": None,
         "num_epochs": 1000, "iterations_per_epoch": 250, "val_iterations_per_epoch": 50,
-        "initial_lr": 0.01, "mirroring": True, "cpu_threads": None, "fold": 0,
+        "initial_lr": 0.01, "mirroring": True, "cpu_threads": None, "final_validation": True, "fold": 0,
         "measured": "nnU-Net's own schedule (not run here: no GPU)",
     },
 }
 
 _CONFIG_KEYS = ("num_epochs", "iterations_per_epoch", "val_iterations_per_epoch", "initial_lr", "mirroring",
-                "cpu_threads")
+                "cpu_threads", "final_validation")
 
 
 def get_preset(name: str) -> dict:

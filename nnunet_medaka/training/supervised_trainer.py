@@ -114,6 +114,12 @@ class SupervisedTrainer(nnUNetTrainer):
         self.print_to_log_file("nnunet_medaka settings:", json.dumps(settings, sort_keys=True), also_print_to_console=True)
 
     def perform_actual_validation(self, save_probabilities: bool = False):
+        if not self.medaka_config.final_validation:
+            # e.g. fold "all", where the validation cases are the training cases, and a held-out test set is
+            # predicted separately; `nnUNetv2_train ... --val` still validates once the key is set back to true
+            self.print_to_log_file("final validation skipped (config key final_validation is false)",
+                                   also_print_to_console=True)
+            return
         # The flag governs validation only: checkpoint_final is already saved with the real mirror axes,
         # so nnUNetv2_predict still mirrors by default.
         if self.medaka_config.mirroring:
