@@ -126,7 +126,7 @@ def student_build(pseudo_organ, tiny_dataset, nnunet_env):
     buffer = io.StringIO()
     with environ(nnunet_env), redirect_stdout(buffer):
         code = main(["build-student", str(out), "-d", str(STUDENT_ID), "-n", STUDENT_NAME, "--set", "kd_scope=pseudo",
-                     "--set", "kd_weight=1"])
+                     "--set", "kd_weight=1", "-np", "1"])
     assert code == 0, buffer.getvalue()
     name = f"Dataset{STUDENT_ID:03d}_{STUDENT_NAME}"
     return buffer.getvalue(), Path(nnunet_env["nnUNet_raw"]) / name, Path(nnunet_env["nnUNet_preprocessed"]) / name

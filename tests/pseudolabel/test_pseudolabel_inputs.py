@@ -82,8 +82,11 @@ def test_quality_model_scores_reach_the_table(env, trained_teacher, unlabeled, t
     from nnunet_medaka.cli import main
 
     images, _ = unlabeled
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(images / "u_000_0000.nii.gz", one)
     model = make_quality_model(tmp_path / "q", trained_teacher, good=("sphere",))
-    assert main(["pseudolabel", "-m", str(trained_teacher), "-i", str(images), "-o", str(tmp_path / "out"), "-q",
+    assert main(["pseudolabel", "-m", str(trained_teacher), "-i", str(one), "-o", str(tmp_path / "out"), "-q",
                  str(model), "--disable-tta", "-device", "cpu", "--quiet"]) == 0
     rows = list(csv.DictReader((tmp_path / "out" / "pseudolabels.csv").open()))
     assert {(r["organ"], r["predicted_iou"], r["p_good"], r["decision"], r["case_decision"]) for r in rows} == {
