@@ -67,3 +67,11 @@ def make_raw_dataset(raw_root: Path, dataset_id: int, name: str, n_cases: int = 
         "name": name, "description": "synthetic spheres and boxes made by the nnunet-medaka tests",
     }, indent=2))
     return folder
+
+
+# `nnunet-medaka run` settings for tests: the tiny schedule, 2 CV folds, one corrupted copy per organ, and no
+# quality filter (a 1-epoch teacher's pseudo-labels are all bad; the filter itself is tested in tests/pseudolabel)
+TINY_RUN = {"cv_folds": 2, "acceptance": "none", "num_epochs": 1, "iterations_per_epoch": 2,
+            "val_iterations_per_epoch": 1, "configuration": "3d_fullres", "corruptions_per_organ": 1,
+            "small_plans": {"target_plans": "nnUNetPlansSmall", "patch_size": [32, 32, 32],
+                            "features_per_stage": [8, 16, 32]}}

@@ -1,14 +1,14 @@
-"""``nnunet-medaka demo``: the whole pipeline, small, on synthetic Medaka phantoms, through stock nnU-Net.
+"""``nnunet-medaka demo``: the whole method, small, on synthetic Medaka phantoms, through stock nnU-Net.
 
-Steps: synthetic micro-CT specimens -> ``convert microct`` -> experiment split (few labeled cases,
-held-out test set) -> ``nnUNetv2_plan_and_preprocess`` -> teacher (``-tr SupervisedTrainer``) ->
-KD student (``-tr KDTrainer`` against the frozen teacher) -> ``nnUNetv2_predict`` on the test set
--> ``nnUNetv2_evaluate_folder`` -> Dice/IoU per organ, teacher vs student.
+Steps: synthetic micro-CT specimens -> ``convert microct`` -> experiment split (a few labeled cases, an
+unlabeled pool with its ground truth aside, a held-out test set) -> ``nnunet-medaka run`` with the ``cpu-demo``
+preset: plan and preprocess, teacher cross-validation, the quality classifier trained on its out-of-fold
+predictions, pseudo-labels of the unlabeled pool filtered by it, the student dataset, the KD student, and
+teacher vs student Dice/IoU per organ on the test set.
 
-The data are synthetic and the network is a small CPU variant of nnU-Net's plans with a short
-schedule, so the numbers show that the machinery works, not how well the method does on real fish.
-The student here learns from the same labeled cases as the teacher plus the KD term; pseudo-labels
-and the quality classifier join in with the ``pseudolabel``/``build-student`` stages.
+The data are synthetic and the network and schedule are small enough for a CPU, so the numbers show that the
+machinery works end to end, not how well the method does on real fish. A killed demo resumes where it stopped
+when run again with the same ``--work-dir``.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Optional
 
 from nnunet_medaka.errors import MedakaError
 
@@ -26,117 +27,117 @@ log = logging.getLogger(__name__)
 
 MARKER = ".nnunet_medaka_demo"
 SOURCE_ID, EXPERIMENT_ID = 801, 802
-# A patch about the size of a cropped fish, so that every step sees every organ; 3 stages, few features.
-SMALL_PLANS = {"target_plans": "nnUNetPlansSmall", "patch_size": (28, 24, 72), "features_per_stage": (16, 32, 64)}
+RUN_FOLDER = "run"
+DEMO_SIZE = 80  # phantom voxels along the body
 
 __all__ = ["run_demo"]
 
 
-def _prepare_work_dir(work_dir: Path, overwrite: bool) -> None:
+def _prepare_work_dir(work_dir: Path, overwrite: bool) -> bool:
+    """Create ``work_dir``; True when it holds a demo to resume."""
     if work_dir.exists():
+        if (work_dir / MARKER).is_file() and not overwrite:
+            return (work_dir / RUN_FOLDER).is_dir()
         if not (work_dir / MARKER).is_file() and not overwrite:
             raise MedakaError(f"{work_dir}: exists and was not made by the demo; choose another --work-dir "
                               "or pass --overwrite to replace it")
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True)
     (work_dir / MARKER).write_text("made by nnunet-medaka demo; safe to delete\n")
+    return False
 
 
 def run_demo(
     work_dir: os.PathLike | str = "demo_output",
     *,
     seed: int = 0,
-    n_specimens: int = 12,
+    n_specimens: int = 14,
     n_labeled: int = 4,
-    n_test: int = 6,
-    size: int = 80,
-    epochs: int = 20,
-    iterations: int = 10,
+    n_test: int = 4,
+    size: Optional[int] = None,
+    overrides: Optional[dict] = None,
     device: str = "auto",
     overwrite: bool = False,
+    say=print,
 ) -> dict:
-    """Run the pipeline end to end on synthetic phantoms and compare teacher and student per organ.
+    """Run the method end to end on synthetic phantoms and compare teacher and KD student per organ.
 
     Parameters
     ----------
     work_dir : path
-        Everything goes below it: specimens, nnU-Net folders, logs, predictions, the summary.
+        Everything goes below it: specimens, nnU-Net folders, the run folder (logs, pseudo-labels, results).
     seed : int
         Seed for the phantoms and the split.
     n_specimens, n_labeled, n_test : int
-        Labeled phantom specimens made; how many train the teacher/student; how many are held out.
-    size : int
-        Phantom voxels along the body.
-    epochs, iterations : int
-        Schedule of both trainings (``num_epochs``, ``iterations_per_epoch``).
+        Phantom specimens made (all with ground truth); how many are labeled for training; how many are held
+        out for testing. The rest form the unlabeled pool (their ground truth is used for evaluation only).
+    size : int, optional
+        Phantom voxels along the body; default ``DEMO_SIZE``.
+    overrides : dict, optional
+        Settings replacing the ``cpu-demo`` preset's (`nnunet_medaka.pipeline.run.resolve_settings`).
     device : {"auto", "cpu", "cuda"}
-        ``auto`` takes the GPU when one is visible.
     overwrite : bool
-        Replace a ``work_dir`` that the demo did not make.
+        Replace a ``work_dir`` that the demo did not make, or start a finished demo afresh.
 
     Returns
     -------
     dict
-        Per-organ Dice/IoU for ``teacher`` and ``student``, timings and paths (also in ``demo_summary.json``),
-        and ``table``, the comparison as text.
+        The run's results (``results.json``) and ``total_s``.
     """
     from nnunet_medaka.conversion.convert import convert_microct
-    from nnunet_medaka.training.evaluation import comparison_table, plot_comparison
-    from nnunet_medaka.pipeline.experiment import Schedule, experiment_environ, run_teacher_student
     from nnunet_medaka.conversion.phantom import make_phantoms
     from nnunet_medaka.conversion.split import split_dataset
+    from nnunet_medaka.environment import make_nnunet_folders
+    from nnunet_medaka.pipeline.results import RESULTS_FILE
+    from nnunet_medaka.pipeline.run import resolve_settings, run_pipeline
 
-    if n_labeled + n_test > n_specimens:
-        raise MedakaError(f"--labeled {n_labeled} + --test {n_test} exceeds --specimens {n_specimens}")
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if n_labeled + n_test >= n_specimens:
+        raise MedakaError(f"--labeled {n_labeled} + --test {n_test} leaves no unlabeled specimen of --specimens "
+                          f"{n_specimens}: the method needs unlabeled scans to pseudo-label")
+    resolve_settings("cpu-demo", overrides)  # a bad override fails before any work
+    size = size or DEMO_SIZE
     work_dir = Path(work_dir).expanduser().resolve()
-    _prepare_work_dir(work_dir, overwrite)
-    env = experiment_environ(work_dir, device=device)
+    resuming = _prepare_work_dir(work_dir, overwrite)
+    os.environ.update(make_nnunet_folders(work_dir))  # the demo's own nnUNet_raw/_preprocessed/_results
     started = time.perf_counter()
-    counter = iter(range(1, 100))
-
-    def step(text: str) -> None:
-        log.info("[%d/8] %s", next(counter), text)
-
-    step(f"making {n_specimens} synthetic Medaka phantom specimens (micro-CT TIFF stacks + organ masks)")
-    phantoms = make_phantoms(work_dir / "phantom", n_labeled=n_specimens, n_unlabeled=2, seed=seed, size=size)
-    step("converting them to an nnU-Net raw dataset (convert microct --crop) and splitting off the test set (split)")
-    raw = env["nnUNet_raw"]
-    source = convert_microct(phantoms["root"], dataset_id=SOURCE_ID, dataset_name="MedakaPhantom",
-                             organs=phantoms["organs_file"], out_dir=raw, crop=True)  # 2.5x fewer voxels
-    experiment = split_dataset(source, dataset_id=EXPERIMENT_ID, dataset_name="MedakaPhantomFewLabels",
-                               n_labeled=n_labeled, n_test=n_test, seed=seed, out_dir=raw)
-    schedule = Schedule(epochs=epochs, iterations=iterations, small_plans=SMALL_PLANS)
-    result = run_teacher_student(experiment, dataset_id=EXPERIMENT_ID, work_dir=work_dir, env=env, schedule=schedule,
-                                 device=device, step=step)
-    plot = plot_comparison(result["scores"], work_dir / "iou_per_organ.png",
-                           title=f"SYNTHETIC phantoms: IoU on {n_test} test specimens ({n_labeled} labeled for training)")
-    summary = {
-        "data": "synthetic Medaka phantoms (not real micro-CT)",
-        **result,
-        "total_s": round(time.perf_counter() - started, 1),
-        "settings": {"seed": seed, "specimens": n_specimens, "labeled": n_labeled, "test": n_test, "size": size,
-                     "epochs": epochs, "iterations_per_epoch": iterations, "device": device},
-        "paths": {"work_dir": str(work_dir), "plot": str(plot), "logs": str(work_dir / "logs")},
-    }
-    (work_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    summary["table"] = comparison_table(result["scores"])
-    return summary
+    raw = Path(os.environ["nnUNet_raw"])
+    experiment = raw / f"Dataset{EXPERIMENT_ID:03d}_MedakaPhantomFewLabels"
+    if not resuming or not (experiment / "dataset.json").is_file():
+        say(f"making {n_specimens} SYNTHETIC Medaka phantom specimens ({size} voxels long; micro-CT TIFF stacks + "
+            "organ masks), converting them (convert microct --crop) and splitting them (split)")
+        for folder in (work_dir / "phantom", *raw.glob("Dataset80[12]_*")):
+            if Path(folder).exists():
+                shutil.rmtree(folder)
+        phantoms = make_phantoms(work_dir / "phantom", n_labeled=n_specimens, n_unlabeled=0, seed=seed, size=size)
+        source = convert_microct(phantoms["root"], dataset_id=SOURCE_ID, dataset_name="MedakaPhantom",
+                                 organs=phantoms["organs_file"], out_dir=raw, crop=True)
+        experiment = split_dataset(source, dataset_id=EXPERIMENT_ID, dataset_name="MedakaPhantomFewLabels",
+                                   n_labeled=n_labeled, n_test=n_test, seed=seed, out_dir=raw)
+    else:
+        say(f"resuming the demo in {work_dir}")
+    run_pipeline(str(EXPERIMENT_ID), work_dir / RUN_FOLDER, preset="cpu-demo", overrides=overrides,
+                 device=device, say=say)
+    results = json.loads((work_dir / RUN_FOLDER / RESULTS_FILE).read_text())
+    results["total_s"] = round(time.perf_counter() - started, 1)
+    results["data"] = "synthetic Medaka phantoms (not real micro-CT)"
+    results["settings"] = {"seed": seed, "specimens": n_specimens, "labeled": n_labeled, "test": n_test,
+                           "unlabeled": n_specimens - n_labeled - n_test, "size": size, "device": device}
+    (work_dir / "demo_summary.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
 
 
 def _run(args: argparse.Namespace) -> int:
+    from nnunet_medaka.pipeline.results import print_run_summary
+
+    overrides = dict(args.set or [])
+    overrides.update({k: v for k, v in (("num_epochs", args.epochs), ("iterations_per_epoch", args.iterations))
+                      if v is not None})
     summary = run_demo(args.work_dir, seed=args.seed, n_specimens=args.specimens, n_labeled=args.labeled,
-                       n_test=args.test, size=args.size, epochs=args.epochs, iterations=args.iterations,
-                       device=args.device, overwrite=args.overwrite)
-    print()
-    print(f"Teacher vs KD student on {args.test} held-out SYNTHETIC phantom specimens "
-          f"({args.labeled} labeled for training, {args.epochs} epochs x {args.iterations} iterations, small network):")
-    print(summary["table"])
-    print(f"\nplot: {summary['paths']['plot']}\nsummary: {Path(summary['paths']['work_dir']) / 'demo_summary.json'}"
-          f"\ntotal time: {summary['total_s']:.0f} s")
+                       n_test=args.test, size=args.size, overrides=overrides, device=args.device,
+                       overwrite=args.overwrite)
+    print(f"\nSYNTHETIC phantoms: {args.labeled} labeled, {summary['settings']['unlabeled']} unlabeled, "
+          f"{args.test} test specimens; total time {summary['total_s']:.0f} s\n")
+    print_run_summary(Path(args.work_dir) / RUN_FOLDER)
     return 0
 
 
@@ -148,19 +149,25 @@ def _positive(text: str) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from nnunet_medaka.pipeline.run import parse_set
+
     p = subparsers.add_parser(
         "demo",
-        help="run the pipeline end to end on synthetic phantoms and print teacher vs student Dice/IoU per organ",
+        help="the whole method end to end on synthetic phantoms (teacher CV, quality classifier, pseudo-labels, "
+        "KD student), with teacher vs student Dice/IoU per organ",
         description=__doc__.split("\n\n")[1],
     )
-    p.add_argument("--work-dir", default="demo_output", help="output folder (default: ./demo_output)")
+    p.add_argument("--work-dir", default="demo_output", help="output folder (default: ./demo_output); rerun to resume")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--specimens", type=_positive, default=12, help="labeled phantom specimens to make (default 12)")
-    p.add_argument("--labeled", type=_positive, default=4, help="of those, training cases (default 4)")
-    p.add_argument("--test", type=_positive, default=6, help="of those, held-out test cases (default 6)")
-    p.add_argument("--size", type=_positive, default=80, help="phantom voxels along the body (default 80)")
-    p.add_argument("--epochs", type=_positive, default=20)
-    p.add_argument("--iterations", type=_positive, default=10, help="iterations per epoch")
+    p.add_argument("--specimens", type=_positive, default=14, help="phantom specimens to make (default 14)")
+    p.add_argument("--labeled", type=_positive, default=4, help="of those, labeled training cases (default 4)")
+    p.add_argument("--test", type=_positive, default=4, help="of those, held-out test cases (default 4); the rest "
+                   "are the unlabeled pool")
+    p.add_argument("--size", type=_positive, default=None, help=f"phantom voxels along the body (default {DEMO_SIZE})")
+    p.add_argument("--epochs", type=_positive, default=None, help="override the cpu-demo preset's num_epochs")
+    p.add_argument("--iterations", type=_positive, default=None, help="override its iterations_per_epoch")
+    p.add_argument("--set", action="append", type=parse_set, metavar="KEY=VALUE",
+                   help="override a cpu-demo preset or method setting, as in `nnunet-medaka run`; repeatable")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--overwrite", action="store_true", help="replace --work-dir even if the demo did not make it")
+    p.add_argument("--overwrite", action="store_true", help="replace --work-dir (also a finished demo)")
     p.set_defaults(func=_run)

@@ -463,7 +463,8 @@ def _disk_estimate(raw: Path, unlabeled: Path, settings: dict) -> int:
     return int(images * 3 * 2 + raw_bytes(raw / "imagesTr") * 3 * n_classes + 50e6 * (settings["cv_folds"] + 2))
 
 
-def _parse_set(text: str) -> tuple:
+def parse_set(text: str) -> tuple:
+    """``KEY=VALUE`` of ``--set``: the value as JSON when it parses, else as text."""
     key, sep, value = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. cv_folds=3")
@@ -493,7 +494,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", help="raw dataset id or DatasetXXX_Name in $nnUNet_raw (layout of `nnunet-medaka split`)")
     p.add_argument("--out", required=True, help="run folder (state, logs, pseudo-labels, results); rerun to resume")
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="training preset (default quick)")
-    p.add_argument("--set", action="append", type=_parse_set, metavar="KEY=VALUE",
+    p.add_argument("--set", action="append", type=parse_set, metavar="KEY=VALUE",
                    help=f"override a preset or method setting, e.g. cv_folds=3, num_epochs=50 (method keys: "
                    f"{', '.join(RUN_DEFAULTS)}); repeatable")
     p.add_argument("--student-id", type=int, help="id of the student dataset (default: the first free id from the dataset's id + 100)")
