@@ -88,3 +88,12 @@ def test_initial_lr_and_cpu_threads_reach_nnunet_optimizer(tiny_dataset, nnunet_
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
     trainer.lr_scheduler.step(2)  # nnU-Net's poly schedule starts from the configured value
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * (1 - 2 / 5) ** 0.9)
+
+
+def test_final_validation_false_skips_nnunets_validation(tiny_dataset, nnunet_env, monkeypatch, tmp_path):
+    _environ(monkeypatch, nnunet_env, _write(tmp_path / "c.json", final_validation=False), "0")
+    trainer = _trainer(tiny_dataset, fold=2)
+    trainer.initialize()
+    assert trainer.perform_actual_validation() is None
+    assert not (Path(trainer.output_folder) / "validation").exists()
+    assert "final validation skipped" in Path(trainer.log_file).read_text()
