@@ -197,6 +197,13 @@ def write_results(output: Path) -> dict:
 
 
 def _same_run(a: dict, b: dict) -> list:
+    """Keys in which two parts' settings differ; folder paths may differ between machines."""
+    def comparable(s: dict) -> dict:
+        s = {k: v for k, v in s.items() if k not in ("images", "ground_truth", "quality_model")}
+        s["teacher"] = {k: v for k, v in s.get("teacher", {}).items() if k != "folder"}
+        return s
+
+    a, b = comparable(a), comparable(b)
     return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
