@@ -107,15 +107,17 @@ def _raw_dataset(dataset: str) -> tuple[Path, int, dict]:
 
 def _prepare_out(out: Path, settings: dict, overwrite: bool) -> None:
     """Create the run folder, or check that an existing one belongs to a run (resumed) or may be replaced."""
-    if out.exists() and not (out / STATE_FILE).is_file() and any(out.iterdir()):
+    from nnunet_medaka.config import write_json_atomic
+
+    is_run = (out / STATE_FILE).is_file() or (out / SETTINGS_FILE).is_file()
+    if out.exists() and not is_run and any(out.iterdir()):
         if not overwrite:
             raise MedakaError(f"{out}: exists and holds no {STATE_FILE} (not a run folder); choose another --out or "
                               "pass --overwrite to replace it")
         shutil.rmtree(out)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    from nnunet_medaka.config import write_json_atomic
-
-    write_json_atomic(out / SETTINGS_FILE, settings)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / SETTINGS_FILE, settings)  # first: it marks the folder as a run's
+    (out / "logs").mkdir(exist_ok=True)
 
 
 def _cmd(script: str, args: Sequence) -> str:
