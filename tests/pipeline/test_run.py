@@ -39,7 +39,7 @@ def kill_during(cmd, env, stage: str, delay: float) -> str:
     seen, lines = False, []
     for line in proc.stdout:
         lines.append(line)
-        if f"] {stage}" in line and "skipped" not in line:
+        if line.rstrip().endswith(f"] {stage}"):  # "[6/7] student" starts it ("[5/7] student-dataset" is another)
             seen = True
             break
     if not seen:
