@@ -203,6 +203,11 @@ def build_student(
 
     stage_name = f".build-student-{target_name}-{os.getpid()}"
     stage_raw, stage_pre = raw_target.parent / stage_name, pre_root / stage_name
+    for parent in (raw_target.parent, pre_root):  # staging folders of killed earlier runs
+        for stale in parent.glob(f".build-student-{target_name}-*"):
+            pid = stale.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(stale, ignore_errors=True)
     try:
         for folder in (stage_raw, stage_pre):
             shutil.rmtree(folder, ignore_errors=True)

@@ -1,19 +1,17 @@
-"""`nnunet-medaka pseudolabel` on the tiny teacher: outputs equal nnU-Net's own prediction, resume after kill -9,
+"""`nnunet-medaka pseudolabel` on the tiny teacher: outputs equal nnU-Net's own prediction, resume after a kill,
 shards merged equal one run, unreadable images listed while the rest is processed."""
 from __future__ import annotations
 
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from conftest import N_UNLABELED, environ
-from helpers import run_checked, tool
 from nnunet_medaka.pseudolabel.outputs import SUMMARY_FILE, TABLE_COLUMNS, TABLE_FILE
 
 
@@ -45,14 +43,20 @@ def test_table_labels_and_true_iou(pseudo_none, unlabeled):
     assert timing["cases"] == N_UNLABELED and timing["cases_per_second"] > 0
 
 
-def test_label_maps_equal_stock_nnunet_predict(pseudo_none, unlabeled, trained_teacher, tiny_dataset, nnunet_env, tmp_path):
+def test_label_maps_equal_nnunet_own_prediction(pseudo_none, unlabeled, trained_teacher, nnunet_env, tmp_path):
+    """The path `nnUNetv2_predict -npp 0 -nps 0` takes (predict_from_files_sequential), in-process to save CPU."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
     images, _ = unlabeled
-    run_checked([tool("nnUNetv2_predict"), "-i", images, "-o", tmp_path / "stock", "-d", tiny_dataset.id, "-c",
-                 tiny_dataset.configuration, "-tr", "SupervisedTrainer", "-p", tiny_dataset.plans, "-f", "0",
-                 "--disable_tta", "-device", "cpu", "-npp", "0", "-nps", "0"], nnunet_env)
+    with environ(nnunet_env):
+        predictor = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False, device=torch.device("cpu"),
+                                    allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(trained_teacher), [0], "checkpoint_final.pth")
+        predictor.predict_from_files_sequential(str(images), str(tmp_path / "stock"))
     ours = label_arrays(pseudo_none)
     stock = label_arrays(tmp_path, "stock")
-    assert ours.keys() == stock.keys()
+    assert ours.keys() == stock.keys() and len(ours) == N_UNLABELED
     for name in ours:
         np.testing.assert_array_equal(ours[name], stock[name])
     ref = sitk.ReadImage(str(tmp_path / "stock" / "u_000.nii.gz"))
@@ -60,33 +64,34 @@ def test_label_maps_equal_stock_nnunet_predict(pseudo_none, unlabeled, trained_t
     assert mine.GetSpacing() == ref.GetSpacing() and mine.GetOrigin() == ref.GetOrigin()
 
 
-KILL_SCRIPT = """
-import os, signal, sys
-from nnunet_medaka.pseudolabel import predict
-real, calls = predict.write_record, []
-def dying(output, record):
-    calls.append(record["case"])
-    if len(calls) == 2:  # the 2nd case: its label file is in place, its record not yet written
-        os.kill(os.getpid(), signal.SIGKILL)
-    real(output, record)
-predict.write_record = dying
-predict.pseudolabel(sys.argv[1], sys.argv[2], sys.argv[3], folds=[0], ground_truth=sys.argv[4], mirroring=False,
-                    device="cpu", progress=False)
-"""
+class SimulatedKill(BaseException):
+    """Stands for kill -9: nothing after it runs, no cleanup (BaseException passes every `except Exception`)."""
 
 
-def test_resume_after_kill_gives_identical_outputs(pseudo_none, unlabeled, trained_teacher, nnunet_env, tmp_path):
+def test_resume_after_kill_gives_identical_outputs(pseudo_none, unlabeled, trained_teacher, nnunet_env, tmp_path,
+                                                   monkeypatch):
+    from nnunet_medaka.cli import main
+    from nnunet_medaka.pseudolabel import predict
+
     images, gt = unlabeled
     out = tmp_path / "killed"
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, trained_teacher, images, out, gt], env=nnunet_env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -9, proc.stderr[-3000:]
+    real, calls = predict.write_record, []
+
+    def dying(output, record):
+        calls.append(record["case"])
+        if len(calls) == 2:  # the 2nd case: its label file is in place, its record not yet written
+            raise SimulatedKill
+        real(output, record)
+
+    monkeypatch.setattr(predict, "write_record", dying)
+    with environ(nnunet_env), pytest.raises(SimulatedKill):
+        predict.pseudolabel(trained_teacher, images, out, folds=[0], ground_truth=gt, mirroring=False, device="cpu",
+                            progress=False)
+    monkeypatch.setattr(predict, "write_record", real)
     assert sorted(p.stem for p in (out / "records").glob("*.json")) == ["u_000"]
     assert (out / "labels" / "u_001.nii.gz").is_file()  # written, but without a record it is not "finished"
     assert not (out / TABLE_FILE).exists()
     (out / "labels" / ".u_002.tmp999.nii.gz").write_bytes(b"half a file")  # as if killed while writing
-    from nnunet_medaka.cli import main
-
     with environ(nnunet_env):
         assert main(["pseudolabel", "-m", str(trained_teacher), "-i", str(images), "-o", str(out), "--ground-truth",
                      str(gt), "--disable-tta", "-device", "cpu", "--quiet"]) == 0
