@@ -49,6 +49,7 @@ def test_label_maps_equal_nnunet_own_prediction(pseudo_none, unlabeled, trained_
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     images, _ = unlabeled
+    (tmp_path / "stock").mkdir()
     with environ(nnunet_env):
         predictor = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False, device=torch.device("cpu"),
                                     allow_tqdm=False)
