@@ -311,7 +311,7 @@ def run_pipeline(
 
     # 6. KD student: each fold against the teacher of the same fold
     def student_commands() -> list:
-        p = student.get("plans", f"{plans}From{dataset_id}")
+        p = student.get("plans", f"{plans}From{dataset_id:03d}")
         return [_cmd("nnunet-medaka", ["config", "-d", student_id, f"--set=teacher_folds=[{f}]"]) + " && "
                 + _cmd("nnUNetv2_train", [student_id, configuration, f, "-tr", STUDENT_TRAINER, "-p", p, "-device", device])
                 for f in settings["student_folds"]]
@@ -335,7 +335,7 @@ def run_pipeline(
     # 7. evaluation on the held-out test cases
     def predict_args(role: str) -> list:
         ident, trainer, p = ((dataset_id, TEACHER_TRAINER, plans) if role == "teacher" else
-                             (student_id, STUDENT_TRAINER, student.get("plans", f"{plans}From{dataset_id}")))
+                             (student_id, STUDENT_TRAINER, student.get("plans", f"{plans}From{dataset_id:03d}")))
         return ["-i", raw / "imagesTs", "-o", pred_dir / role, "-d", ident, "-c", configuration, "-tr", trainer, "-p", p,
                 "-f", *settings["student_folds"], "-device", device, "-npp", 0, "-nps", 0,
                 *([] if mirroring else ["--disable_tta"])]
