@@ -210,7 +210,9 @@ def run_pipeline(
         raise MedakaError(f"student dataset id {student_id}: nnU-Net dataset ids run from 1 to 999; pass --student-id")
     student_short = f"{short_name}Student"
     student_name = f"Dataset{student_id:03d}_{student_short}"
-    env_paths = {v: Path(os.environ[v]) for v in ("nnUNet_preprocessed", "nnUNet_results")}
+    from nnunet_medaka.environment import nnunet_folder
+
+    env_paths = {v: nnunet_folder(v) for v in ("nnUNet_preprocessed", "nnUNet_results")}  # clear error when unset
     preprocessed = env_paths["nnUNet_preprocessed"] / raw.name
     configuration = settings["configuration"]
     plans = settings["small_plans"]["target_plans"] if settings["small_plans"] else "nnUNetPlans"
