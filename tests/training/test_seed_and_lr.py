@@ -17,7 +17,8 @@ def _environ(monkeypatch, nnunet_env, config: Path, n_proc_da: str = "0") -> Non
     monkeypatch.setenv("nnunet_medaka_config", str(config))
 
 
-def _trainer(tiny_dataset, fold=0):
+def _trainer(tiny_dataset, fold=1):
+    # fold 0 is the session's trained teacher (conftest.trained_teacher): its folder must stay as that run left it
     from nnunet_medaka.training.supervised_trainer import SupervisedTrainer
 
     plans = json.loads((tiny_dataset.preprocessed / f"{tiny_dataset.plans}.json").read_text())
