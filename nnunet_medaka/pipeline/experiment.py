@@ -38,8 +38,9 @@ class Schedule:
     kd_temperature: float = 2.0
 
 
-def experiment_environ(work_dir: Path, *, device: str) -> dict:
-    """Environment for the stock commands: plugin visible, nnU-Net folders below ``work_dir``."""
+def experiment_environ(work_dir: Optional[Path], *, device: str) -> dict:
+    """Environment for the stock commands: plugin visible, nnU-Net's CPU/compile knobs, each dataset's own config
+    file; the nnU-Net folders below ``work_dir`` (created), or as the current environment has them (None)."""
     from nnunet_medaka.environment import plugin_environ
 
     env = plugin_environ(root=work_dir)

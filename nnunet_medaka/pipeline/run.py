@@ -238,7 +238,9 @@ def run_pipeline(
 
             write_json_atomic(owner, {"id": student_id, "name": student_name})
 
-    env = _stock_environ(device)
+    from nnunet_medaka.pipeline.experiment import experiment_environ
+
+    env = experiment_environ(None, device=device)
 
     def stock(script: str, args: Sequence, log_name: str, **kwargs) -> None:
         from nnunet_medaka.environment import run_stock_command
@@ -435,17 +437,6 @@ def _remember(target: dict, fn: Callable[[], dict]) -> Callable[[], dict]:
         target.update(outputs)
         return outputs
     return wrapped
-
-
-def _stock_environ(device: str) -> dict:
-    """The current environment with the plugin visible and nnU-Net's CPU knobs (compile off on CPU)."""
-    from nnunet_medaka.environment import plugin_environ
-
-    env = plugin_environ()
-    env.setdefault("nnUNet_compile", "f" if device == "cpu" else "t")
-    env.setdefault("nnUNet_def_n_proc", str(min(4, os.cpu_count() or 1)))
-    env.pop("nnunet_medaka_config", None)  # each dataset's own config file applies
-    return env
 
 
 def _train_environ(env: dict, device: str) -> dict:
