@@ -20,6 +20,19 @@ Written in the micro-CT layout that ``nnunet-medaka convert microct`` reads::
     OUT/unlabeled_gt/medaka_005.tif            their multi-label ground truth (evaluation only)
     OUT/phantom.json                           seed, size, spacing and each fish's parameters
 
+``slices`` chooses which sections of the fish the stack's slices (its first array axis) are; the fish is turned
+(a rotation, never a mirror) before it is written:
+
+- ``"sagittal"`` (default): the body along the last axis, slices cut it lengthwise from left to right
+  (volume ``0.4 size x 0.5 size x size``);
+- ``"frontal"``: the body along the last axis, the fish lying on its side, slices cut it lengthwise from back to
+  belly, so each slice holds the left and the right eye (volume ``0.5 size x 0.4 size x size``);
+- ``"transverse"``: the body along the first axis, as a fish mounted upright in a tube is scanned, slices are
+  cross-sections (volume ``size x 0.5 size x 0.4 size``).
+
+This matters for nnU-Net's ``2d`` configuration, which sees one slice at a time: in sagittal slices the left and
+the right eye look alike (only the slice index tells them apart).
+
 Fish ``i`` is drawn from ``numpy.random.default_rng([seed, i])``: the same seed gives the same files.
 """
 from __future__ import annotations
@@ -66,6 +79,9 @@ _ELLIPSOIDS = {
     "swim_bladder": ((0.46, 0.0, 0.04), (0.13, 0.50, 0.30)),
     "kidney": ((0.42, 0.0, 0.36), (0.16, 0.40, 0.22)),
 }
+# slices -> (axis order applied to the rendered sagittal (z, y, x) volume, axis flipped afterwards so that the
+# turn is a rotation, not a mirror)
+_POSES = {"sagittal": ((0, 1, 2), None), "frontal": ((1, 0, 2), 0), "transverse": ((2, 1, 0), 2)}
 SPACING_UM_AT_80 = 60.0  # a ~4 mm hatchling over 80 voxels; finer when size grows
 
 
@@ -296,6 +312,14 @@ def _artifacts(fish: dict, shape: tuple, dense: np.ndarray) -> np.ndarray:
     return out
 
 
+def _organ_labels(merge_eyes: bool) -> dict:
+    """Organ name -> written label value: `ORGANS`, or with both eyes as one ``eyes`` organ and the rest renumbered."""
+    if not merge_eyes:
+        return dict(ORGANS)
+    rest = [name for name in ORGANS if not name.startswith("eye_")]
+    return {"eyes": 1, **{name: i + 2 for i, name in enumerate(rest)}}
+
+
 def _write_tiff(path: Path, array: np.ndarray, spacing_um: float) -> None:
     import tifffile
 
@@ -313,6 +337,8 @@ def make_phantoms(
     seed: int = 0,
     size: int = 80,
     artifacts: bool = True,
+    slices: str = "sagittal",
+    merge_eyes: bool = False,
     overwrite: bool = False,
 ) -> dict:
     """Write synthetic Medaka micro-CT specimens in the micro-CT layout.
@@ -329,6 +355,11 @@ def make_phantoms(
         Voxels along the body axis (volume ``0.4 size x 0.5 size x size`` as z, y, x); default 80.
     artifacts : bool
         Give some fish ring and streak artifacts.
+    slices : {"sagittal", "frontal", "transverse"}
+        Which sections of the fish the slices (first array axis) are; see the module docstring.
+    merge_eyes : bool
+        Label both eyes as one organ, ``eyes`` (label 1; the other organs follow as 2..8). A 2d network sees the
+        left and the right eye alike in sagittal slices; with one ``eyes`` label it need not tell them apart.
     overwrite : bool
         Replace an existing ``out_dir``.
 
@@ -349,30 +380,45 @@ def make_phantoms(
     for name, value, low in (("n_labeled", n_labeled, 1), ("n_unlabeled", n_unlabeled, 0), ("size", size, 32)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise MedakaError(f"{name}={value!r}: expected a whole number >= {low}")
+    if slices not in _POSES:
+        raise MedakaError(f"slices={slices!r}: expected one of {', '.join(_POSES)}")
     out_dir = Path(out_dir).expanduser()
     shape = (round(0.4 * size), round(0.5 * size), size)
+    axes, flip = _POSES[slices]
+
+    def orient(a: np.ndarray) -> np.ndarray:  # rendered sagittal; turned by 90 degrees (spacing is isotropic)
+        a = a.transpose(axes)
+        return np.ascontiguousarray(a[(slice(None),) * flip + (slice(None, None, -1),)] if flip is not None else a)
+
     spacing_um = SPACING_UM_AT_80 * 80 / size
     cases = [f"medaka_{i:03d}" for i in range(n_labeled + n_unlabeled)]
     labeled, unlabeled = cases[:n_labeled], cases[n_labeled:]
-    record = {"seed": seed, "size": size, "shape_zyx": list(shape), "spacing_um": spacing_um, "fish": {}}
+    out_shape = [shape[a] for a in axes]
+    organ_labels = _organ_labels(merge_eyes)
+    lut = np.zeros(max(ORGANS.values()) + 1, np.uint8)  # rendered label value -> written label value
+    for name, value in ORGANS.items():
+        lut[value] = organ_labels["eyes" if merge_eyes and name.startswith("eye_") else name]
+    record = {"seed": seed, "size": size, "slices": slices, "merge_eyes": merge_eyes, "shape_zyx": out_shape, "spacing_um": spacing_um,
+              "fish": {}}
     with staged_dataset(out_dir, overwrite=overwrite) as staging:
         for sub in ("images", "masks", "unlabeled") + (("unlabeled_gt",) if unlabeled else ()):
             (staging / sub).mkdir()
         for i, case in enumerate(cases):
             fish = _draw_fish(np.random.default_rng([seed, i]), size)
-            image, labels = render_fish(fish, shape, artifacts=artifacts)
+            image, labels = (orient(a) for a in render_fish(fish, shape, artifacts=artifacts))
+            labels = lut[labels]
             record["fish"][case] = fish
             if case in labeled:
                 _write_tiff(staging / "images" / f"{case}.tif", image, spacing_um)
                 (staging / "masks" / case).mkdir()
-                for organ, value in ORGANS.items():
+                for organ, value in organ_labels.items():
                     mask = np.where(labels == value, 255, 0).astype(np.uint8)
                     _write_tiff(staging / "masks" / case / f"{case}_{organ}.tif", mask, spacing_um)
             else:
                 _write_tiff(staging / "unlabeled" / f"{case}.tif", image, spacing_um)
                 _write_tiff(staging / "unlabeled_gt" / f"{case}.tif", labels, spacing_um)
             log.debug("%s: organ voxels %s", case, np.bincount(labels.ravel(), minlength=10)[1:].tolist())
-        organs = {name: {"label": value, "patterns": [f"*_{name}.tif"]} for name, value in ORGANS.items()}
+        organs = {name: {"label": value, "patterns": [f"*_{name}.tif"]} for name, value in organ_labels.items()}
         write_json_atomic(staging / "organs.json", {"organs": organs})
         write_json_atomic(staging / "phantom.json", record)
     log.info("wrote %d labeled and %d unlabeled phantom specimens to %s", n_labeled, n_unlabeled, out_dir)
@@ -381,7 +427,8 @@ def make_phantoms(
         "organs_file": str(out_dir / "organs.json"),
         "labeled": labeled,
         "unlabeled": unlabeled,
-        "shape": list(shape),
+        "shape": out_shape,
+        "slices": slices,
         "spacing_mm": [spacing_um / 1000] * 3,
         "seed": seed,
         "size": size,
@@ -391,7 +438,7 @@ def make_phantoms(
 def _run(args: argparse.Namespace) -> int:
     summary = make_phantoms(
         args.out, n_labeled=args.labeled, n_unlabeled=args.unlabeled, seed=args.seed, size=args.size,
-        artifacts=not args.no_artifacts, overwrite=args.overwrite,
+        artifacts=not args.no_artifacts, slices=args.slices, merge_eyes=args.merge_eyes, overwrite=args.overwrite,
     )
     print(summary["root"])
     return 0
@@ -410,5 +457,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--size", type=int, default=80, help="voxels along the body axis (default 80; volume 0.4x0.5x1 of it)")
     p.add_argument("--no-artifacts", action="store_true", help="no ring or streak artifacts")
+    p.add_argument("--merge-eyes", action="store_true", help="label both eyes as one organ, eyes (for 2d networks)")
+    p.add_argument("--slices", choices=tuple(_POSES), default="sagittal",
+                   help="which sections the stack's slices are: sagittal (default; lengthwise, left to right), frontal "
+                   "(lengthwise, back to belly: both eyes in a slice), transverse (cross-sections)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
     p.set_defaults(func=_run)

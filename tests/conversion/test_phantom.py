@@ -104,3 +104,38 @@ def test_cli_phantom_then_convert(tmp_path):
     assert len(list((dataset / "labelsTr").iterdir())) == 2
     assert main(["convert", "microct", str(tmp_path / "fish"), "-d", "7", "-n", "Phantom", "--out-dir",
                  str(tmp_path / "raw"), "--no-progress"]) == 2  # exists: one-line error, status 2
+
+
+@pytest.mark.parametrize("slices, turn", [("frontal", (1, (0, 1))), ("transverse", (1, (2, 0)))])
+def test_other_slice_poses_are_the_same_fish_turned(phantoms, tmp_path, slices, turn):
+    # the same seed in another pose: the same voxels rotated by 90 degrees (np.rot90), never mirrored, so the left
+    # eye stays on the fish's left
+    turned = make_phantoms(tmp_path / slices, n_labeled=1, n_unlabeled=0, seed=7, slices=slices)
+    k, axes = turn
+    root, other = Path(phantoms["root"]), Path(turned["root"])
+    original = tifffile.imread(root / "images" / "medaka_000.tif")
+    assert turned["shape"] == list(np.rot90(original, k, axes).shape) and turned["slices"] == slices
+    np.testing.assert_array_equal(tifffile.imread(other / "images" / "medaka_000.tif"), np.rot90(original, k, axes))
+    eye = tifffile.imread(other / "masks" / "medaka_000" / "medaka_000_eye_left.tif")
+    np.testing.assert_array_equal(eye, np.rot90(tifffile.imread(root / "masks" / "medaka_000" / "medaka_000_eye_left.tif"), k, axes))
+    if slices == "frontal":  # a slice through the eyes holds both of them
+        right = tifffile.imread(other / "masks" / "medaka_000" / "medaka_000_eye_right.tif")
+        assert any(eye[i].any() and right[i].any() for i in range(eye.shape[0]))
+    with pytest.raises(MedakaError, match="slices='coronal'"):
+        make_phantoms(tmp_path / "bad", n_labeled=1, n_unlabeled=0, slices="coronal")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_merged_eyes_are_one_organ_covering_both(phantoms, tmp_path):
+    merged = make_phantoms(tmp_path / "merged", n_labeled=1, n_unlabeled=1, seed=7, merge_eyes=True)
+    root, other = Path(phantoms["root"]), Path(merged["root"])
+    organs = json.loads(open(merged["organs_file"]).read())["organs"]
+    assert {n: spec["label"] for n, spec in organs.items()} == {
+        "eyes": 1, "brain": 2, "spinal_cord": 3, "heart": 4, "liver": 5, "gut": 6, "swim_bladder": 7, "kidney": 8}
+    def mask(base, organ):
+        return tifffile.imread(base / "masks" / "medaka_000" / f"medaka_000_{organ}.tif") > 0
+    np.testing.assert_array_equal(mask(other, "eyes"), mask(root, "eye_left") | mask(root, "eye_right"))
+    np.testing.assert_array_equal(mask(other, "kidney"), mask(root, "kidney"))
+    # the unlabeled specimen's ground truth uses the same numbering
+    gt = tifffile.imread(other / "unlabeled_gt" / "medaka_001.tif")
+    assert set(np.unique(gt)) == set(range(9))
