@@ -34,6 +34,7 @@ __all__ = ["KDTrainer", "PSEUDO_CASES_KEY", "pseudo_case_ids", "sample_weights_f
 PSEUDO_CASES_KEY = "pseudo_labeled_cases"
 # Per-epoch log keys: the two loss terms, the gradient norm of each term (before kd_weight and before nnU-Net's
 # clipping of the total at 12, measured every GRAD_NORM_EVERY steps) and the KD weight in effect (kd_warmup).
+LOSS_TERMS_PNG = "progress_loss_terms.png"  # the loss-terms panel during training (see LossTermsLogger)
 LOSS_TERM_KEYS = ("train_loss_supervised", "train_loss_kd", "train_grad_norm_supervised", "train_grad_norm_kd",
                   "kd_weight")
 # (train_step output, log key) pairs averaged over the epoch's finite values
@@ -83,7 +84,8 @@ def sample_weights_for_keys(keys, pseudo_ids: Optional[frozenset], device: torch
 
 
 class LossTermsLogger(LocalLogger):
-    """nnU-Net's local logger plus the supervised and KD training terms, drawn below the stock ``progress.png``."""
+    """nnU-Net's local logger plus the supervised and KD training terms: drawn each epoch to ``progress_loss_terms.png``
+    and, when training ends, below the stock panels of ``progress.png``."""
 
     def __init__(self, verbose: bool = False):
         super().__init__(verbose)
@@ -97,16 +99,25 @@ class LossTermsLogger(LocalLogger):
             self.my_fantastic_logging.setdefault(key, [float("nan")] * n)
 
     def plot_progress_png(self, output_folder):
+        # every epoch: nnU-Net's progress.png and a small loss-terms plot beside it; appending the panel to the
+        # (3000 x 5400 px) progress.png re-reads and re-encodes it, seconds per epoch, so that happens once, at
+        # the end of training (`compose_progress_png`)
         super().plot_progress_png(output_folder)
+        fig = self._loss_terms_figure(width_in=12, height_in=5)
+        fig.savefig(os.path.join(output_folder, LOSS_TERMS_PNG), dpi=80)
         import matplotlib.pyplot as plt
 
-        path = os.path.join(output_folder, "progress.png")
-        stock = plt.imread(path)
+        plt.close(fig)
+
+    def _loss_terms_figure(self, width_in: float, height_in: float):
+        import matplotlib
+
+        matplotlib.use("agg")
+        import matplotlib.pyplot as plt
+
         log = self.my_fantastic_logging
         n = min(len(v) for v in log.values())
-        width_px = stock.shape[1]
-        dpi = 100
-        fig, ax = plt.subplots(1, 1, figsize=(width_px / dpi, 14), dpi=dpi)
+        fig, ax = plt.subplots(1, 1, figsize=(width_in, height_in), dpi=100)
         x = list(range(n))
         ax.plot(x, log["train_losses"][:n], color="b", ls="-", label="loss_tr (total)", linewidth=4)
         ax.plot(x, log["train_loss_supervised"][:n], color="c", ls="--", label="loss_tr supervised", linewidth=4)
@@ -116,6 +127,18 @@ class LossTermsLogger(LocalLogger):
         ax.set_ylabel("loss terms")
         ax.legend(loc=(0, 1), ncol=4)
         fig.tight_layout()
+        return fig
+
+    def compose_progress_png(self, output_folder) -> None:
+        """Append the loss-terms panel below nnU-Net's three panels in ``progress.png``."""
+        import matplotlib.pyplot as plt
+
+        path = os.path.join(output_folder, "progress.png")
+        if not os.path.isfile(path):
+            return
+        stock = plt.imread(path)
+        width_px = stock.shape[1]
+        fig = self._loss_terms_figure(width_in=width_px / 100, height_in=14)
         fig.canvas.draw()
         panel = np.asarray(fig.canvas.buffer_rgba(), dtype=np.float32) / 255.0
         plt.close(fig)
@@ -208,6 +231,11 @@ class KDTrainer(SupervisedTrainer):
         super().on_train_start()
         if self.pseudo_ids is not None:
             verify_pseudo_cases(self.pseudo_ids, self.preprocessed_dataset_folder)
+
+    def on_train_end(self):
+        if self.local_rank == 0:
+            self.logger.local_logger.compose_progress_png(self.output_folder)
+        super().on_train_end()
 
     def run_settings(self) -> dict:
         settings = super().run_settings()

@@ -89,9 +89,11 @@ def test_stock_kd_training_logs_terms_and_records_teacher(kd_student, trained_te
     sup, kd, total = logged["train_loss_supervised"][0], logged["train_loss_kd"][0], logged["train_losses"][0]
     assert np.isfinite(kd) and kd > 0
     assert total == pytest.approx(sup + 1.0 * kd, rel=1e-4)  # kd_weight 1
-    # progress.png: nnU-Net's three panels plus the loss-terms panel below them
+    # progress.png: nnU-Net's three panels plus, once training ended, the loss-terms panel below them; the panel
+    # alone is redrawn every epoch beside it
     import matplotlib.pyplot as plt
     assert plt.imread(fold / "progress.png").shape[0] > 5400
+    assert plt.imread(fold / "progress_loss_terms.png").shape[:2] == (400, 960)
 
 
 def test_continue_reloads_teacher_and_resumes(kd_student, tiny_dataset, trained_teacher):
