@@ -8,6 +8,10 @@ with ``nnUNetv2_predict`` and scores it with ``nnUNetv2_evaluate_folder``. Each 
 teacher). Prints one JSON object: per seed per label Dice/IoU, mean ± std over seeds, wall times.
 
     python benchmarks/protocol_hippocampus.py --preset quick --seeds 0 1 2 [--epochs 30 --iterations 50 --lr 0.01]
+
+With ``--teacher-tag T`` it trains KD students instead (``-tr KDTrainer``, same data, schedule and network), each
+against the teacher of the same seed kept in ``WORK/models/T_seed<k>``; ``--kd-weight 0`` gives the no-KD arm with
+the identical trainer (KD term weighted 0).
 """
 import argparse
 import json
@@ -68,6 +72,10 @@ def main() -> None:
                    help="final_validation=false: skip nnU-Net's validation of fold all (its cases are the training cases)")
     p.add_argument("--threads", type=int, help="override cpu_threads (torch threads of each training)")
     p.add_argument("--tag", help="name of this variant (model folders, predictions)")
+    p.add_argument("--teacher-tag", help="train KDTrainer students against WORK/models/<teacher-tag>_seed<k>")
+    p.add_argument("--kd-weight", type=float, help="KD students: kd_weight (0 = the no-KD arm)")
+    p.add_argument("--kd-temperature", type=float, help="KD students: kd_temperature")
+    p.add_argument("--kd-scales", choices=("all", "full"), help="KD students: kd_scales")
     p.add_argument("--summarize-only", action="store_true",
                    help="train nothing: summarize WORK/results/<tag>_seed<k>.json of earlier runs (e.g. seeds run in parallel)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -118,13 +126,19 @@ def main() -> None:
         config_file = args.work_dir / "configs" / f"{name}.json"
         config_file.parent.mkdir(parents=True, exist_ok=True)
         config_file.unlink(missing_ok=True)
-        update_config_file(config_file, config_assignments(preset) + [("seed", seed)])
+        kd = []
+        if args.teacher_tag:
+            kd = [("teacher", str(args.work_dir / "models" / f"{args.teacher_tag}_seed{seed}")), ("teacher_folds", [fold])]
+            kd += [(k, v) for k, v in (("kd_weight", args.kd_weight), ("kd_temperature", args.kd_temperature),
+                                       ("kd_scales", args.kd_scales)) if v is not None]
+        update_config_file(config_file, config_assignments(preset) + [("seed", seed)] + kd)
         train_env["nnunet_medaka_config"] = str(config_file)
-        model = Path(env["nnUNet_results"]) / experiment.name / f"SupervisedTrainer__{plans}__{configuration}"
+        trainer = "KDTrainer" if args.teacher_tag else "SupervisedTrainer"
+        model = Path(env["nnUNet_results"]) / experiment.name / f"{trainer}__{plans}__{configuration}"
         if model.exists():
             shutil.rmtree(model)
         t0 = time.perf_counter()
-        run_stock_command("nnUNetv2_train", [DATASET_ID, configuration, fold, "-tr", "SupervisedTrainer", "-p", plans,
+        run_stock_command("nnUNetv2_train", [DATASET_ID, configuration, fold, "-tr", trainer, "-p", plans,
                                              "-device", args.device], env=train_env, log_file=logs / f"train_{name}.log")
         train_s = time.perf_counter() - t0
         kept = args.work_dir / "models" / name
@@ -162,7 +176,8 @@ def main() -> None:
                                             "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0,
                                             "min": round(min(vals), 4), "max": round(max(vals), 4)}
     print(json.dumps({"data": "MSD Task04 hippocampus (real MRI, CC-BY-SA 4.0)", "labeled": args.labeled,
-                      "test": args.test, "split_seed": args.split_seed, "tag": tag,
+                      "test": args.test, "split_seed": args.split_seed, "tag": tag, "teacher_tag": args.teacher_tag,
+                      "kd": {k: getattr(args, k) for k in ("kd_weight", "kd_temperature", "kd_scales")},
                       "settings": preset, "seeds": args.seeds, "runs": runs, "summary": summary,
                       "cpu_cores": os.cpu_count(), "total_s": round(time.perf_counter() - started, 1)}, indent=2))
 
