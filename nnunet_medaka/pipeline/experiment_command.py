@@ -179,7 +179,7 @@ def run_experiment(
     seeds : sequence of int
         Training seeds (config key ``seed``) and subset draws.
     rows : sequence of str, optional
-        Rows to run (default all, `experiment_units.ROWS`); ``teacher`` is always evaluated (the baseline).
+        Rows to run (default all, `experiment_units.ROWS`); ``teacher`` is always run (every row's baseline).
     preset, overrides
         As ``run`` (`nnunet_medaka.pipeline.run.resolve_settings`).
     device : {"auto", "cpu", "cuda"}
@@ -313,7 +313,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=list(EXPERIMENT_DEFAULTS["seeds"]), metavar="S",
                    help="seeds (training and subset draw; default 0 1 2)")
     p.add_argument("--rows", nargs="+", metavar="ROW", help=f"rows to run (default all: {' '.join(ROWS)}); the "
-                   "teacher is always evaluated")
+                   "teacher is always run")
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="training preset (default quick)")
     p.add_argument("--set", action="append", type=parse_set, metavar="KEY=VALUE",
                    help=f"override a preset or method setting as in `run` (method keys: {', '.join(RUN_DEFAULTS)}); "

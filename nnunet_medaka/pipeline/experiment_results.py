@@ -30,6 +30,7 @@ __all__ = ["answer_lines", "paired_bootstrap", "quality_on_unlabeled", "read_cas
            "write_experiment_results"]
 
 CSV_COLUMNS = ("row", "fraction", "seed", "case", "organ", "IoU", "Dice")
+MIN_CASES = 10  # below this many test cases the answers add that the bootstrap understates the uncertainty
 
 
 def read_case_scores(summary_file: os.PathLike | str, labels: Mapping[str, int], file_ending: str) -> dict:
@@ -169,6 +170,12 @@ def _interval(b: Mapping) -> str:
     return f"Δ {_fmt(b['mean'], True)}, 95 % CI [{_fmt(b['low'], True)}, {_fmt(b['high'], True)}]"
 
 
+def _few_cases(b: Mapping) -> str:
+    n = b.get("n") or 0
+    return "" if n >= MIN_CASES or n < 2 else (f"; only {n} test cases: a bootstrap over so few cases understates the "
+                                               "uncertainty")
+
+
 def _verdict(b: Mapping) -> str:
     if b.get("mean") is None or b["low"] is None:
         return "unknown"
@@ -203,11 +210,12 @@ def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fracti
         v = _verdict(b)
         means = (f"mean IoU {_fmt(method['iou']['overall']['mean'])} vs teacher {_fmt(teacher['iou']['overall']['mean'])}, "
                  f"{_interval(b)} over {b['n']} test cases and {len(b['seeds'])} seed(s)")
-        word = {"above": "**yes**: the interval excludes 0, the method is better than its teacher beyond the noise",
+        word = {"above": "**yes**" + (" (at this one seed)" if n_seeds == 1 else "") + ": the interval excludes 0, the "
+                         "method is better than its teacher beyond the noise",
                 "below": "**no**: the interval lies below 0, the method is worse than its teacher",
                 "includes 0": "**no**: the interval includes 0, so no gain beyond the noise is shown",
                 "unknown": "**unknown**: too few test cases for an interval"}[v]
-        lines.append(f"{head} {word} ({means}).")
+        lines.append(f"{head} {word} ({means}){_few_cases(b)}.")
         answers["a"].append({"fraction": fraction, "verdict": v, **{k: b[k] for k in ("mean", "low", "high", "n")}})
     smallest = min(fractions)
     head = (f"**(b) Does pseudo-qc-kd at the smallest fraction ({smallest:g}) reach supervised-all (fraction 1) "
@@ -229,7 +237,7 @@ def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fracti
                                f"not proof of equal quality (it may be up to {_fmt(-b['low'])} IoU worse)"
                                if b["low"] is not None else "**not shown**"),
                 "unknown": "**unknown**: too few test cases for an interval"}[v]
-        lines.append(f"{head} {word} ({means}).")
+        lines.append(f"{head} {word} ({means}){_few_cases(b)}.")
         answers["b"] = {"fraction": smallest, "verdict": v, **{k: b[k] for k in ("mean", "low", "high", "n")}}
     if n_seeds == 1:
         lines.append("One seed: the std over seeds is unknown, and the intervals cover only the sampling of test "

@@ -95,6 +95,17 @@ def test_results_md_never_claims_a_win_inside_the_noise(tmp_path):
     assert "Fraction 0.33:** **no**: the interval includes 0, so no gain beyond the noise is shown" in md
     assert "**not shown**: the interval includes 0" in md and "not proof of equal quality" in md
     assert "One seed: the std over seeds is unknown" in md and "(std n/a)" in md
+    assert "understates" not in md  # 12 test cases
+
+
+def test_results_md_qualifies_a_win_on_few_cases_and_one_seed(tmp_path):
+    effects = {("teacher", 0.5): 0.0, ("pseudo-qc-kd", 0.5): 0.05}
+    write_experiment_results(tmp_path, _table(effects, seeds=(0,), n_cases=4), dataset="Dataset500_Hand",
+                             preset="quick", settings={"tau": 0.7}, rows=["teacher", "pseudo-qc-kd"], fractions=[0.5],
+                             seeds=[0], organs=["sphere", "box"], n_test=4)
+    md = (tmp_path / "results.md").read_text()
+    assert "Fraction 0.5:** **yes** (at this one seed): the interval excludes 0" in md
+    assert "only 4 test cases: a bootstrap over so few cases understates the uncertainty" in md
 
 
 def test_results_md_says_what_was_not_run(tmp_path):
