@@ -30,6 +30,7 @@ SUBCOMMANDS = (
     ("nnunet_medaka.pseudolabel.predict", "add_parser"),  # pseudolabel, pseudolabel-merge
     ("nnunet_medaka.pseudolabel.student", "add_parser"),  # build-student
     ("nnunet_medaka.pipeline.run", "add_parser"),  # run
+    ("nnunet_medaka.pipeline.experiment_command", "add_parser"),  # experiment
     ("nnunet_medaka.pipeline.demo", "add_parser"),  # demo
     ("nnunet_medaka.report.page", "add_parser"),  # report
 )

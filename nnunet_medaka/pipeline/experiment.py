@@ -4,7 +4,9 @@ Given a raw dataset made by ``split`` (labeled ``imagesTr``, held-out ``imagesTs
 and preprocesses it, trains a teacher (``-tr SupervisedTrainer``) and a KD student (``-tr KDTrainer``
 against that teacher) with one schedule, predicts the test set with each and evaluates both with
 ``nnUNetv2_evaluate_folder``. Each nnU-Net call runs in a subprocess with its own log file, so what is
-measured is exactly what a user running those commands gets.
+measured is exactly what a user running those commands gets. `experiment_environ` is also the environment of
+``run``'s and ``experiment``'s stock commands. The ``nnunet-medaka experiment`` command (the paper's ablation over
+fractions and seeds) is `nnunet_medaka.pipeline.experiment_command`.
 """
 from __future__ import annotations
 

@@ -102,6 +102,7 @@ def build_student(
     copy: bool = False,
     overwrite: bool = False,
     num_processes: int = 2,
+    allow_empty: bool = False,
 ) -> dict:
     """Build, preprocess and configure the student dataset.
 
@@ -123,6 +124,9 @@ def build_student(
         Replace an existing student dataset of this name.
     num_processes : int
         Processes for ``nnUNetv2_preprocess``.
+    allow_empty : bool
+        Build the dataset from the labeled cases alone when the filter accepted no pseudo-label (``experiment``'s
+        ``pseudo-qc`` rows train on what the filter let through, even nothing); default: refuse.
 
     Returns
     -------
@@ -162,7 +166,7 @@ def build_student(
     if clash:
         raise MedakaError(f"{pseudolabels}: pseudo-labeled cases {clash[:5]} have the ids of labeled cases of "
                           f"{raw_teacher.name}; rename the unlabeled images and pseudo-label them again")
-    if not pseudo:
+    if not pseudo and not allow_empty:
         raise MedakaError(f"{pseudolabels}: no pseudo-label was accepted ({len(records)} case(s) scored); lower "
                           "--threshold, use --acceptance organ or none, or improve the teacher")
     for case in pseudo:
