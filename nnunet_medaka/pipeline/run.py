@@ -47,8 +47,12 @@ RUN_DEFAULTS = {
     "corruptions_per_organ": 4,
     "kd_weight": 1.0,
     "kd_temperature": 2.0,
+    "parallel_folds": 1,  # teacher folds trained at the same time (CPU: the cores are shared out between them)
+    "student_init": "random",  # random | teacher: start the student from its teacher fold's weights
 }
-PRESET_RUN_DEFAULTS = {"cpu-demo": {"cv_folds": 3}}
+# cpu-demo: a teacher trained for minutes has some weak organ in every case, so case-level acceptance would
+# accept no case; organ-level keeps each case and masks its rejected organs (ignore label)
+PRESET_RUN_DEFAULTS = {"cpu-demo": {"cv_folds": 2, "parallel_folds": 2, "acceptance": "organ"}}
 
 
 def resolve_settings(preset: str, overrides: Optional[dict] = None) -> dict:
@@ -72,6 +76,12 @@ def resolve_settings(preset: str, overrides: Optional[dict] = None) -> dict:
     bad = [f for f in settings["student_folds"] if not isinstance(f, int) or not 0 <= f < settings["cv_folds"]]
     if bad or not settings["student_folds"]:
         raise MedakaError(f"student_folds={settings['student_folds']!r}: expected folds among 0..{settings['cv_folds'] - 1}")
+    if isinstance(settings["parallel_folds"], bool) or not isinstance(settings["parallel_folds"], int) \
+            or settings["parallel_folds"] < 1:
+        raise MedakaError(f"parallel_folds={settings['parallel_folds']!r}: expected a whole number >= 1")
+    if settings["student_init"] not in ("random", "teacher"):
+        raise MedakaError(f"student_init={settings['student_init']!r}: expected random (nnU-Net's initialisation) or "
+                          "teacher (start from the teacher fold's weights, nnUNetv2_train -pretrained_weights)")
     if settings["acceptance"] not in ("case", "organ", "none"):
         raise MedakaError(f"acceptance={settings['acceptance']!r}: expected case, organ or none")
     return settings
@@ -141,12 +151,15 @@ def _write_cv_splits(preprocessed: Path, labeled: Sequence[str], folds: int, see
 
 
 def _train_fold_args(dataset_id: int, configuration: str, fold, trainer: str, plans: str, device: str,
-                     model: Path, extra: Sequence = ()) -> list:
-    """``nnUNetv2_train`` arguments for one fold; ``--c`` when a checkpoint of an interrupted run exists."""
+                     model: Path, extra: Sequence = (), fresh: Sequence = ()) -> list:
+    """``nnUNetv2_train`` arguments for one fold; ``--c`` when a checkpoint of an interrupted run exists, else the
+    ``fresh`` arguments (nnU-Net refuses ``-pretrained_weights`` together with ``--c``)."""
     args = [dataset_id, configuration, fold, "-tr", trainer, "-p", plans, "-device", device, *extra]
     fold_dir = model / f"fold_{fold}"
     if any((fold_dir / c).is_file() for c in ("checkpoint_latest.pth", "checkpoint_final.pth")):
         args.append("--c")
+    else:
+        args.extend(fresh)
     return args
 
 
@@ -270,14 +283,30 @@ def run_pipeline(
                                         device, "--npz"]) for f in folds]
 
     def teacher() -> dict:
-        for f in folds:
-            if _fold_finished(teacher_model, f, npz=True):
-                say(f"      fold {f}: finished earlier")
-                continue
-            say(f"      fold {f}: training")
+        from concurrent.futures import ThreadPoolExecutor
+
+        from nnunet_medaka.config import update_config_file
+
+        pending = [f for f in folds if not _fold_finished(teacher_model, f, npz=True)]
+        for f in sorted(set(folds) - set(pending)):
+            say(f"      fold {f}: finished earlier")
+        workers = max(1, min(settings["parallel_folds"], len(pending)))
+        threads = _threads_per_training(settings, device, workers)
+        update_config_file(preprocessed / "nnunet_medaka.json", [("cpu_threads", threads)])
+
+        def train(f: int) -> None:
+            say(f"      fold {f}: training" + (f" ({workers} folds at a time, {threads} thread(s) each)" if workers > 1 else ""))
             stock("nnUNetv2_train", _train_fold_args(dataset_id, configuration, f, TEACHER_TRAINER, plans, device,
                                                      teacher_model, ["--npz"]), f"train_teacher_fold{f}",
-                  env=_train_environ(env, device))
+                  env=_train_environ(env, device, threads))
+
+        # folds are independent nnU-Net processes: on a CPU two small trainings with one thread each finish
+        # sooner than one after the other with two threads each (measured, README "run")
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(train, f) for f in pending]
+        failures = [fu.exception() for fu in futures if fu.exception() is not None]
+        if failures:
+            raise failures[0]
         return {"model": str(teacher_model), "folds": folds}
 
     # 3. quality classifier
@@ -314,10 +343,17 @@ def run_pipeline(
         return env_paths["nnUNet_results"] / student_name / f"{STUDENT_TRAINER}__{student['plans']}__{configuration}"
 
     # 6. KD student: each fold against the teacher of the same fold
+    def student_init_args(fold: int) -> list:
+        # nnU-Net transfers every weight but the output layers (seg_layers), which start fresh
+        if settings["student_init"] != "teacher":
+            return []
+        return ["-pretrained_weights", teacher_model / f"fold_{fold}" / "checkpoint_final.pth"]
+
     def student_commands() -> list:
         p = student.get("plans", f"{plans}From{dataset_id:03d}")
         return [_cmd("nnunet-medaka", ["config", "-d", student_id, f"--set=teacher_folds=[{f}]"]) + " && "
-                + _cmd("nnUNetv2_train", [student_id, configuration, f, "-tr", STUDENT_TRAINER, "-p", p, "-device", device])
+                + _cmd("nnUNetv2_train", [student_id, configuration, f, "-tr", STUDENT_TRAINER, "-p", p, "-device", device,
+                                          *student_init_args(f)])
                 for f in settings["student_folds"]]
 
     def train_student() -> dict:
@@ -332,7 +368,7 @@ def run_pipeline(
             update_config_file(Path(student["preprocessed"]) / "nnunet_medaka.json", [("teacher_folds", [f])])
             say(f"      fold {f}: training against teacher fold {f}")
             stock("nnUNetv2_train", _train_fold_args(student_id, configuration, f, STUDENT_TRAINER, student["plans"],
-                                                     device, model), f"train_student_fold{f}",
+                                                     device, model, fresh=student_init_args(f)), f"train_student_fold{f}",
                   env=_train_environ(env, device))
         return {"model": str(model)}
 
@@ -394,7 +430,8 @@ def run_pipeline(
                                                                  "--overwrite"])],
               lambda: {"student_id": student_id, "kd": [settings["kd_weight"], settings["kd_temperature"]]},
               _remember(student, student_dataset)),
-        Stage("student", student_commands, lambda: {"folds": settings["student_folds"]}, train_student,
+        Stage("student", student_commands, lambda: {"folds": settings["student_folds"], "init": settings["student_init"]},
+              train_student,
               reset=lambda: _remove(student_model()) if student else None),
         Stage("evaluate", evaluate_commands, lambda: {"test": files_fingerprint([raw / "imagesTs", raw / "labelsTs"])},
               evaluate, reset=lambda: _remove(pred_dir)),
@@ -439,10 +476,22 @@ def _remember(target: dict, fn: Callable[[], dict]) -> Callable[[], dict]:
     return wrapped
 
 
-def _train_environ(env: dict, device: str) -> dict:
+def _train_environ(env: dict, device: str, threads: Optional[int] = None) -> dict:
     train_env = dict(env)
     train_env.setdefault("nnUNet_n_proc_DA", "0" if device == "cpu" else str(min(8, os.cpu_count() or 1)))
+    if threads is not None:  # BLAS/OpenMP pools of a training that shares the CPU with others
+        train_env["OMP_NUM_THREADS"] = str(threads)
     return train_env
+
+
+def _threads_per_training(settings: dict, device: str, workers: int) -> Optional[int]:
+    """Torch threads of each of ``workers`` simultaneous CPU trainings: the setting, else the cores shared out;
+    None (nnU-Net's choice) for a single training or on a GPU."""
+    if device != "cpu":
+        return settings["cpu_threads"]
+    if settings["cpu_threads"] is not None or workers == 1:
+        return settings["cpu_threads"]
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def _disk_estimate(raw: Path, unlabeled: Path, settings: dict) -> int:

@@ -10,7 +10,7 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from nnunet_medaka.config import write_json_atomic
 from nnunet_medaka.errors import MedakaError
@@ -24,7 +24,7 @@ def write_small_plans(
     source_plans: str = "nnUNetPlans",
     target_plans: str = "nnUNetPlansSmall",
     configuration: str = "3d_fullres",
-    patch_size: Sequence[int] = (32, 32, 32),
+    patch_size: Optional[Sequence[int]] = (32, 32, 32),
     features_per_stage: Sequence[int] = (8, 16, 32),
     batch_size: int = 2,
 ) -> Path:
@@ -38,8 +38,9 @@ def write_small_plans(
         Plans names (file stems). nnU-Net requires the ``plans_name`` inside to equal the stem.
     configuration : str
         The configuration to shrink; the others are copied unchanged.
-    patch_size : sequence of int
-        New patch size, rounded up per axis to a multiple of the network's total stride.
+    patch_size : sequence of int or None
+        New patch size, rounded up per axis to a multiple of the network's total stride; None keeps the source
+        configuration's patch (nnU-Net's choice for this dataset), rounded the same way.
     features_per_stage : sequence of int
         Feature maps per encoder stage; its length sets the number of stages.
     batch_size : int
@@ -69,6 +70,8 @@ def write_small_plans(
     n_stages = len(features_per_stage)
     if n_stages < 2 or n_stages > arch["n_stages"]:
         raise MedakaError(f"features_per_stage {list(features_per_stage)}: need 2 to {arch['n_stages']} stages for this dataset")
+    if patch_size is None:
+        patch_size = config["patch_size"]
     if len(patch_size) != len(config["patch_size"]):
         raise MedakaError(f"patch_size {list(patch_size)}: needs {len(config['patch_size'])} axes for {configuration!r}")
     strides = arch["strides"][:n_stages]

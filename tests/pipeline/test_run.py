@@ -19,7 +19,7 @@ from nnunet_medaka.conversion.split import split_dataset
 from nnunet_medaka.pipeline.run import STATE_FILE
 
 STAGES = ("plan", "teacher", "quality", "pseudolabel", "student-dataset", "student", "evaluate")
-ORGANS = {"eye_left", "eye_right", "brain", "spinal_cord", "heart", "liver", "gut", "swim_bladder", "kidney", "mean"}
+ORGANS = {"eyes", "brain", "spinal_cord", "heart", "liver", "gut", "swim_bladder", "kidney", "mean"}
 
 
 def demo_cmd(work_dir: Path) -> list:
@@ -32,15 +32,19 @@ def run_cmd(dataset, out, *extra):
             *[f"--set={k}={json.dumps(v)}" for k, v in TINY_RUN.items()], *extra]
 
 
-def kill_during(cmd, env, stage: str, delay: float) -> str:
-    """Start ``cmd``; SIGKILL its whole process group ``delay`` s after it announces ``stage``."""
+def kill_during(cmd, env, stage: str, delay: float, until: str = "") -> str:
+    """Start ``cmd``; SIGKILL its whole process group ``delay`` s after it announces ``stage`` (and, if given, after
+    a later line containing ``until``)."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     seen, lines = False, []
     for line in proc.stdout:
         lines.append(line)
         if line.rstrip().endswith(f"] {stage}"):  # "[6/7] student" starts it ("[5/7] student-dataset" is another)
+            seen = not until
+        elif until and until in line and any(x.rstrip().endswith(f"] {stage}") for x in lines):
             seen = True
+        if seen:
             break
     if not seen:
         proc.wait()
@@ -62,7 +66,11 @@ def test_demo_run_survives_sigkill_in_every_stage(nnunet_env, tmp_path):
     env = {k: v for k, v in nnunet_env.items() if k not in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     finished_at = {}
     for i, stage in enumerate(STAGES):
-        kill_during(demo_cmd(work), env, stage, delay=4 if stage in ("teacher", "student") else 1.5)
+        output = kill_during(demo_cmd(work), env, stage, delay=4 if stage in ("teacher", "student") else 1.5,
+                             until="fold 1: training" if stage == "teacher" else "")
+        if stage == "teacher":  # cpu-demo trains both folds at once: fold 1 starts before fold 0 has finished
+            teacher_lines = output[output.index("] teacher"):]
+            assert "fold 0: training (2 folds at a time" in teacher_lines and "done in" not in teacher_lines
         records = state(out)
         assert stage not in records, f"{stage} recorded as finished although killed"
         for earlier in STAGES[:i]:  # finished stages are never redone
@@ -96,6 +104,7 @@ def test_demo_run_survives_sigkill_in_every_stage(nnunet_env, tmp_path):
     assert "[4/7] pseudolabel: would run (its inputs changed" in dry.stdout
     assert "[7/7] evaluate: would run" in dry.stdout
     assert "nnUNetv2_train 802 3d_fullres 0 -tr SupervisedTrainer -p nnUNetPlansSmall -device cpu --npz" in dry.stdout
+    assert "nnUNetv2_train 802 3d_fullres 1 -tr SupervisedTrainer -p nnUNetPlansSmall -device cpu --npz" in dry.stdout
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +134,19 @@ def test_bad_inputs_give_one_clear_error(run_dataset, nnunet_env, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "cv_folds=1: expected a whole number >= 2" in proc.stderr
     assert not (tmp_path / "r3").exists()
+
+
+def test_parallel_folds_setting_is_checked_and_shares_out_the_cores(monkeypatch):
+    from nnunet_medaka.errors import MedakaError
+    from nnunet_medaka.pipeline.run import _threads_per_training, resolve_settings
+
+    assert resolve_settings("cpu-demo")["parallel_folds"] == 2 and resolve_settings("quick")["parallel_folds"] == 1
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(MedakaError, match="parallel_folds=.*expected a whole number >= 1"):
+            resolve_settings("cpu-demo", {"parallel_folds": bad})
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    settings = resolve_settings("cpu-demo")
+    assert _threads_per_training(settings, "cpu", 2) == 8  # the cores shared out
+    assert _threads_per_training(settings, "cpu", 1) is None  # one training: nnU-Net's own choice
+    assert _threads_per_training(settings, "cuda", 2) is None
+    assert _threads_per_training(dict(settings, cpu_threads=3), "cpu", 2) == 3  # an explicit setting wins
