@@ -124,7 +124,10 @@ def write_overlays(out_file: Path, images: Path, truth: Path, predictions: Mappi
 
     cases = sorted(p.name[: -len(file_ending)] for p in truth.iterdir() if p.name.endswith(file_ending))[:max_cases]
     columns = ["ground truth", *predictions]
-    fig, axes = plt.subplots(len(cases), len(columns), figsize=(3 * len(columns), 2.6 * len(cases)), squeeze=False)
+    first = sitk.ReadImage(str(truth / f"{cases[0]}{file_ending}")).GetSize() if cases else (1, 1, 1)
+    row_height = min(3.0, 3.0 * first[1] / max(first[0], 1)) + 0.35  # rows as tall as a slice, not more
+    fig, axes = plt.subplots(len(cases), len(columns), figsize=(3 * len(columns), row_height * len(cases) + 0.6),
+                             squeeze=False)
     palette = np.array([(0, 0, 0), *_COLOURS * (1 + len(labels) // len(_COLOURS))], dtype=float)
     for row, case in enumerate(cases):
         image = sitk.GetArrayFromImage(sitk.ReadImage(str(images / f"{case}_0000{file_ending}"))).astype(np.float32)
@@ -147,7 +150,12 @@ def write_overlays(out_file: Path, images: Path, truth: Path, predictions: Mappi
                 ax.set_title(name)
             if col == 0:
                 ax.set_ylabel(f"{case}\nz={z}", fontsize=8)
-    fig.tight_layout()
+    from matplotlib.patches import Patch
+
+    organs = [(name, value) for name, value in labels.items() if name not in ("background", "ignore")]
+    fig.legend(handles=[Patch(color=palette[min(v, len(palette) - 1)], label=n) for n, v in organs],
+               loc="lower center", ncol=min(len(organs), 5), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.6 / (row_height * len(cases) + 0.6) + 0.02 * (len(organs) > 5), 1, 1))
     out_file = Path(out_file)
     fig.savefig(out_file, dpi=90)
     plt.close(fig)

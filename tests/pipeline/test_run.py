@@ -105,6 +105,12 @@ def test_demo_run_survives_sigkill_in_every_stage(nnunet_env, tmp_path):
     assert "[7/7] evaluate: would run" in dry.stdout
     assert "nnUNetv2_train 802 3d_fullres 0 -tr SupervisedTrainer -p nnUNetPlansSmall -device cpu --npz" in dry.stdout
     assert "nnUNetv2_train 802 3d_fullres 1 -tr SupervisedTrainer -p nnUNetPlansSmall -device cpu --npz" in dry.stdout
+    dry = run_checked(run_cmd(802, out, "--set=student_init=\"teacher\"", "--dry-run"), demo_env, timeout=300)
+    assert "[5/7] student-dataset: finished, would be skipped" in dry.stdout
+    assert "[6/7] student: would run (its inputs changed" in dry.stdout
+    teacher_fold0 = work / "nnUNet_results" / "Dataset802_MedakaPhantomFewLabels" / \
+        "SupervisedTrainer__nnUNetPlansSmall__3d_fullres" / "fold_0" / "checkpoint_final.pth"
+    assert f"-pretrained_weights {teacher_fold0}" in dry.stdout
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +150,8 @@ def test_parallel_folds_setting_is_checked_and_shares_out_the_cores(monkeypatch)
     for bad in (0, 1.5, True, "2"):
         with pytest.raises(MedakaError, match="parallel_folds=.*expected a whole number >= 1"):
             resolve_settings("cpu-demo", {"parallel_folds": bad})
+    with pytest.raises(MedakaError, match="student_init='pretrained': expected random .* or teacher"):
+        resolve_settings("cpu-demo", {"student_init": "pretrained"})
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     settings = resolve_settings("cpu-demo")
     assert _threads_per_training(settings, "cpu", 2) == 8  # the cores shared out
