@@ -65,7 +65,8 @@ def run_summary_text(results: Mapping, *, table: Optional[str] = None) -> str:
     from nnunet_medaka.training.evaluation import comparison_table
 
     delta = results["student_minus_teacher_mean_iou"]
-    verdict = "higher than" if delta > 0 else "not higher than"
+    # judged at the printed precision: a +0.0001 difference reads as "the same as", not "higher than"
+    verdict = "higher than" if delta >= 0.0005 else "the same as" if delta > -0.0005 else "lower than"
     lines = [f"# Run on {results['dataset']} (preset {results['preset']})", "",
              f"Mean IoU over organs on the held-out test cases: teacher "
              f"{results['scores']['teacher']['mean']['IoU']:.3f}, KD student "

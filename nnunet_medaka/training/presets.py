@@ -27,7 +27,7 @@ PRESETS: dict = {
         "configuration": "2d",
         "small_plans": {"target_plans": "nnUNetPlansDemo", "features_per_stage": [16, 32, 64, 128],
                         "batch_size": 8, "patch_size": None},
-        "num_epochs": 32, "iterations_per_epoch": 50, "val_iterations_per_epoch": 5,
+        "num_epochs": 28, "iterations_per_epoch": 50, "val_iterations_per_epoch": 5,
         "initial_lr": 0.1, "mirroring": False, "cpu_threads": None, "final_validation": True, "fold": "all",
         "measured": "synthetic phantoms, 6 labeled / 4 test specimens, 2 folds: README, 'The demo'",
     },

@@ -65,9 +65,12 @@ def test_demo_run_survives_sigkill_in_every_stage(nnunet_env, tmp_path):
     out = work / "run"
     env = {k: v for k, v in nnunet_env.items() if k not in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     finished_at = {}
+    outputs = {}
+    teacher_fold0 = work / "nnUNet_results" / "Dataset802_MedakaPhantomFewLabels" / \
+        "SupervisedTrainer__nnUNetPlansSmall__3d_fullres" / "fold_0" / "checkpoint_final.pth"
     for i, stage in enumerate(STAGES):
-        output = kill_during(demo_cmd(work), env, stage, delay=4 if stage in ("teacher", "student") else 1.5,
-                             until="fold 1: training" if stage == "teacher" else "")
+        outputs[stage] = output = kill_during(demo_cmd(work), env, stage, delay=4 if stage in ("teacher", "student") else 1.5,
+                             until={"teacher": "fold 1: training", "student": "fold 0: training against"}.get(stage, ""))
         if stage == "teacher":  # cpu-demo trains both folds at once: fold 1 starts before fold 0 has finished
             teacher_lines = output[output.index("] teacher"):]
             assert "fold 0: training (2 folds at a time" in teacher_lines and "done in" not in teacher_lines
@@ -105,12 +108,13 @@ def test_demo_run_survives_sigkill_in_every_stage(nnunet_env, tmp_path):
     assert "[7/7] evaluate: would run" in dry.stdout
     assert "nnUNetv2_train 802 3d_fullres 0 -tr SupervisedTrainer -p nnUNetPlansSmall -device cpu --npz" in dry.stdout
     assert "nnUNetv2_train 802 3d_fullres 1 -tr SupervisedTrainer -p nnUNetPlansSmall -device cpu --npz" in dry.stdout
-    dry = run_checked(run_cmd(802, out, "--set=student_init=\"teacher\"", "--dry-run"), demo_env, timeout=300)
+    # cpu-demo starts the student from its teacher fold (resumed with --c after the kill, without it);
+    # student_init=random changes the student stage only
+    assert f"-pretrained_weights {teacher_fold0}" in outputs["student"]
+    dry = run_checked(run_cmd(802, out, "--set=student_init=\"random\"", "--dry-run"), demo_env, timeout=300)
     assert "[5/7] student-dataset: finished, would be skipped" in dry.stdout
     assert "[6/7] student: would run (its inputs changed" in dry.stdout
-    teacher_fold0 = work / "nnUNet_results" / "Dataset802_MedakaPhantomFewLabels" / \
-        "SupervisedTrainer__nnUNetPlansSmall__3d_fullres" / "fold_0" / "checkpoint_final.pth"
-    assert f"-pretrained_weights {teacher_fold0}" in dry.stdout
+    assert "-pretrained_weights" not in dry.stdout
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +151,7 @@ def test_parallel_folds_setting_is_checked_and_shares_out_the_cores(monkeypatch)
     from nnunet_medaka.pipeline.run import _threads_per_training, resolve_settings
 
     assert resolve_settings("cpu-demo")["parallel_folds"] == 2 and resolve_settings("quick")["parallel_folds"] == 1
+    assert resolve_settings("cpu-demo")["student_init"] == "teacher" and resolve_settings("quick")["student_init"] == "random"
     for bad in (0, 1.5, True, "2"):
         with pytest.raises(MedakaError, match="parallel_folds=.*expected a whole number >= 1"):
             resolve_settings("cpu-demo", {"parallel_folds": bad})
