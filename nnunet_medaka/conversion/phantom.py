@@ -388,7 +388,7 @@ def make_phantoms(
 
     def orient(a: np.ndarray) -> np.ndarray:  # rendered sagittal; turned by 90 degrees (spacing is isotropic)
         a = a.transpose(axes)
-        return np.ascontiguousarray(a[(slice(None),) * flip + (slice(None, None, -1),)] if flip is not None else a)
+        return np.ascontiguousarray(a if flip is None else np.flip(a, flip))
 
     spacing_um = SPACING_UM_AT_80 * 80 / size
     cases = [f"medaka_{i:03d}" for i in range(n_labeled + n_unlabeled)]

@@ -497,9 +497,7 @@ def _train_environ(env: dict, device: str, threads: Optional[int] = None) -> dic
 def _threads_per_training(settings: dict, device: str, workers: int) -> Optional[int]:
     """Torch threads of each of ``workers`` simultaneous CPU trainings: the setting, else the cores shared out;
     None (nnU-Net's choice) for a single training or on a GPU."""
-    if device != "cpu":
-        return settings["cpu_threads"]
-    if settings["cpu_threads"] is not None or workers == 1:
+    if device != "cpu" or workers == 1 or settings["cpu_threads"] is not None:
         return settings["cpu_threads"]
     return max(1, (os.cpu_count() or 1) // workers)
 

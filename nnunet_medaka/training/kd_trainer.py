@@ -110,10 +110,7 @@ class LossTermsLogger(LocalLogger):
         plt.close(fig)
 
     def _loss_terms_figure(self, width_in: float, height_in: float):
-        import matplotlib
-
-        matplotlib.use("agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # nnU-Net's logger module already chose the agg backend
 
         log = self.my_fantastic_logging
         n = min(len(v) for v in log.values())
