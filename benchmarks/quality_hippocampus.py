@@ -9,6 +9,8 @@ organ, classifier beating every baseline on AUROC and AURC) is met.
 
     python benchmarks/quality_hippocampus.py --work-dir bench_output/quality_hippo [--epochs 32 --iterations 25]
 
+The ``quick`` preset's teacher (issue 8's CPU protocol): ``--epochs 30 --iterations 100 --lr 0.05 --patch 56 40``.
+
 Default network: nnU-Net's 2d plans with a small CPU variant (features 16/32/64/128, batch 8, nnU-Net's patch).
 
 ``--skip-training`` reuses a finished cross-validation in the work dir (e.g. to try another ``--tau``).
@@ -42,10 +44,14 @@ def main() -> None:
     p.add_argument("--features", type=int, nargs="*", default=[16, 32, 64, 128],
                    help="small CPU network: features per stage (nothing after the flag: nnU-Net's own plans)")
     p.add_argument("--batch", type=int, default=8, help="batch size of the small plans")
+    p.add_argument("--patch", type=int, nargs="+", default=None,
+                   help="patch size of the small plans (default: nnU-Net's own; the quick preset uses 56 40)")
     p.add_argument("--tau", default="0.7", help="IoU threshold of a good pseudo-label, or 'auto' (median real IoU)")
     p.add_argument("--corruptions", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--no-tta", action="store_true",
+                   help="skip the TTA agreement baseline (it re-runs each fold's network on its held-out cases)")
     p.add_argument("--skip-training", action="store_true")
     p.add_argument("--qc-folds", type=int, nargs="+", default=None,
                    help="teacher folds the quality classifier learns from (default: all --folds)")
@@ -79,7 +85,7 @@ def main() -> None:
             from nnunet_medaka.training.plans import write_small_plans
 
             own = json.loads((preprocessed / "nnUNetPlans.json").read_text())["configurations"][cfg]["patch_size"]
-            write_small_plans(preprocessed, target_plans=plans, configuration=cfg, patch_size=own,
+            write_small_plans(preprocessed, target_plans=plans, configuration=cfg, patch_size=args.patch or own,
                               features_per_stage=args.features, batch_size=args.batch)
         update_config_file(preprocessed / "nnunet_medaka.json", [
             ("num_epochs", args.epochs), ("iterations_per_epoch", args.iterations),
@@ -113,7 +119,7 @@ def main() -> None:
     t0 = time.perf_counter()
     tau = args.tau if args.tau == "auto" else float(args.tau)
     folder = train_quality(str(DATASET_ID), cfg, plans=plans, folds=args.qc_folds, tau=tau, corruptions_per_organ=args.corruptions, seed=args.seed,
-                           overwrite=True, progress=False)
+                           overwrite=True, tta=not args.no_tta, progress=False)
     timings["qc_train"] = round(time.perf_counter() - t0, 1)
     report = json.loads((folder / "evaluation" / "report.json").read_text())
     real = report["metrics"]["real"]
@@ -132,7 +138,7 @@ def main() -> None:
     print(json.dumps({
         "data": "MSD Task04 hippocampus, 100-case development subset (real MRI, CC-BY-SA 4.0)",
         "teacher": f"SupervisedTrainer -p {plans}, {cfg}, {args.folds}-fold CV, {args.epochs} epochs x {args.iterations} "
-                   f"iterations, lr {args.lr}, {args.device}",
+                   f"iterations, lr {args.lr}, patch {args.patch or 'nnU-Net'}, {args.device}",
         "qc_teacher_folds": args.qc_folds or list(range(args.folds)), "tau": report["tau"], "summary": report["summary"],
         "real_oof_iou_spread": spread, "real_oof_metrics": table, "goal": goal,
         "all_rows_overall_classifier": report["metrics"]["all"]["overall"]["classifier"],

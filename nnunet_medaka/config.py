@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
@@ -255,7 +256,8 @@ def load_config(preprocessed_dataset_folder: os.PathLike | str) -> tuple[MedakaC
 def write_json_atomic(path: os.PathLike | str, data: Any) -> None:
     """Write JSON through a temporary file and a rename, so readers never see half a file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    # process and thread in the name: simultaneous writers (threads of one run) never share a temporary file
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")

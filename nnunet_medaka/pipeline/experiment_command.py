@@ -247,7 +247,7 @@ def run_experiment(
         f"{', '.join(f'{f:g}' for f in fractions)}; seeds {', '.join(map(str, seeds))}; {len(nodes)} units into {out}"
         + (" (dry run: nothing is executed)" if dry_run else ""))
     state = RunState(out / STATE_FILE)
-    units = run_nodes(nodes, state, say=say, dry_run=dry_run, rows_order=rows)
+    units = run_nodes(nodes, state, say=say, dry_run=dry_run, rows_order=rows, workers=graph.workers)
     if dry_run:
         return {"units": {}, "planned": [n.name for n in nodes]}
     files = _write_results(graph, nodes, state, out, record, n_bootstrap)

@@ -109,9 +109,13 @@ def node_fingerprints(nodes: Sequence[Node]) -> dict:
 
 
 def run_nodes(nodes: Sequence[Node], state, *, say: Callable[[str], None] = print, dry_run: bool = False,
-              rows_order: Sequence[str] = tuple(ROWS)) -> dict:
-    """Run the nodes in order through `nnunet_medaka.pipeline.state.run_stages`, one node at a time, each with its
-    dependencies' fingerprints among its inputs; a node finished with the same fingerprint is skipped.
+              rows_order: Sequence[str] = tuple(ROWS), workers: int = 1) -> dict:
+    """Run the nodes through `nnunet_medaka.pipeline.state.run_stages`, each with its dependencies' fingerprints
+    among its inputs; a node finished with the same fingerprint is skipped.
+
+    With ``workers > 1`` up to that many nodes run at once: a node starts as soon as every node it depends on has
+    finished, the earliest in list order first. After a failure no new node starts; the running ones finish (and
+    are recorded), then the first error is raised.
 
     Returns
     -------
@@ -122,18 +126,47 @@ def run_nodes(nodes: Sequence[Node], state, *, say: Callable[[str], None] = prin
 
     fps = node_fingerprints(nodes)
     done: dict = {}
-    for i, node in enumerate(nodes, 1):
+
+    def one(i: int, node: Node) -> dict:
         inputs = {"node": fps[node.name]}
         prefix = f"[{i}/{len(nodes)}] "
         rows = f" (rows: {', '.join(r for r in rows_order if r in node.rows)})" if node.rows else ""
 
-        def log(line: str, prefix=prefix, rows=rows) -> None:
+        def log(line: str) -> None:
             if line.startswith("[1/1] "):
                 line = prefix + line[len("[1/1] "):] + ("" if ":" in line else rows)
+            elif workers > 1:  # interleaved lines of simultaneous nodes: say whose
+                line = f"      ({node.name}) {line.lstrip()}"
             say(line)
 
-        stage = Stage(node.name, node.commands, lambda inputs=inputs: inputs, node.run, node.reset)
-        done.update(run_stages([stage], state, log=log, dry_run=dry_run))
+        stage = Stage(node.name, node.commands, lambda: inputs, node.run, node.reset)
+        return run_stages([stage], state, log=log, dry_run=dry_run)
+
+    if workers <= 1 or dry_run:
+        for i, node in enumerate(nodes, 1):
+            done.update(one(i, node))
+        return done
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    order = {node.name: i for i, node in enumerate(nodes, 1)}
+    waiting, running, errors = list(nodes), {}, []
+    with ThreadPoolExecutor(workers) as pool:
+        while waiting or running:
+            ready = [n for n in waiting if all(d in done for d in n.deps)] if not errors else []
+            for node in ready[: workers - len(running)]:
+                waiting.remove(node)
+                running[pool.submit(one, order[node.name], node)] = node
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                node = running.pop(future)
+                if future.exception() is not None:
+                    errors.append(future.exception())
+                else:
+                    done.update(future.result())
+    if errors:
+        raise errors[0]
     return done
 
 
@@ -252,6 +285,11 @@ class UnitGraph:
         self.test = cases_in_folder(raw / "imagesTs", raw / "labelsTs", self.ending, n_channels)
         self.folds = list(range(settings["cv_folds"]))
         self.mirroring = bool(settings["mirroring"])
+        # ``parallel_folds``: units run at the same time (trainings share the CPU cores out, as in ``run``)
+        from nnunet_medaka.pipeline.run import _threads_per_training
+
+        self.workers = settings["parallel_folds"]
+        self.threads = _threads_per_training(settings, device, self.workers)
 
     # ---- names and folders -------------------------------------------------------------------------------------
     def dataset_name(self, key: str, ids: Optional[dict] = None) -> str:
@@ -480,16 +518,28 @@ class UnitGraph:
               ("kd_weight", self.settings["kd_weight"]), ("kd_temperature", self.settings["kd_temperature"])]
 
         def run() -> dict:
-            from nnunet_medaka.config import update_config_file
+            from nnunet_medaka.config import CONFIG_ENV_VAR, update_config_file
 
             if _fold_finished(model, fold, npz=npz, validation=bool(self.settings["final_validation"])):
                 self.say(f"      fold {fold}: finished earlier")
-            else:
-                if trainer == STUDENT:  # the frozen teacher of the same fold: leak-free
-                    update_config_file(pre / "nnunet_medaka.json", kd)
-                self._stock("nnUNetv2_train", _train_fold_args(ident, self.configuration, fold, trainer, plans,
-                                                               self.device, model, extra),
-                            f"{u}/train_{row}_fold{fold}", env=_train_environ(self.env, self.device))
+                return {"model": str(model), "fold": fold}
+            env = _train_environ(self.env, self.device, self.threads)
+            own = kd if trainer == STUDENT else []  # KD: the frozen teacher of the same fold (leak-free)
+            if self.workers > 1:
+                # trainings of one dataset may run at the same time: each reads its own copy of the dataset's
+                # config (with its teacher fold and its share of the cores), never a file another one rewrites
+                own = own + ([("cpu_threads", self.threads)] if self.threads is not None else [])
+                copy = self.unit_dir(u) / "configs" / f"{row}_fold{fold}.json"
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                source = pre / "nnunet_medaka.json"
+                write_json_atomic(copy, json.loads(source.read_text()) if source.is_file() else {})
+                update_config_file(copy, own)
+                env[CONFIG_ENV_VAR] = str(copy)
+            elif own:
+                update_config_file(pre / "nnunet_medaka.json", own)
+            self._stock("nnUNetv2_train", _train_fold_args(ident, self.configuration, fold, trainer, plans,
+                                                           self.device, model, extra),
+                        f"{u}/train_{row}_fold{fold}", env=env)
             return {"model": str(model), "fold": fold}
 
         def commands() -> list:

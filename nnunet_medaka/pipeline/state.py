@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,7 @@ class RunState:
     def __init__(self, path: os.PathLike | str):
         self.path = Path(path)
         self.stages: dict = {}
+        self._lock = threading.Lock()  # stages finishing at the same time (experiment's parallel units)
         if self.path.is_file():
             try:
                 data = json.loads(self.path.read_text())
@@ -105,15 +107,17 @@ class RunState:
         return f"its inputs changed (fingerprint {record.get('fingerprint')} -> {fp})"
 
     def mark(self, name: str, fp: str, outputs: Mapping, seconds: float) -> None:
-        self.stages[name] = {"fingerprint": fp, "outputs": dict(outputs), "seconds": round(seconds, 1),
-                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        write_json_atomic(self.path, {"version": STATE_VERSION, "stages": self.stages})
+        with self._lock:
+            self.stages[name] = {"fingerprint": fp, "outputs": dict(outputs), "seconds": round(seconds, 1),
+                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            write_json_atomic(self.path, {"version": STATE_VERSION, "stages": self.stages})
 
     def forget_after(self, names: list) -> None:
         """Drop the records of ``names`` (later stages whose input changed)."""
-        for name in names:
-            self.stages.pop(name, None)
-        write_json_atomic(self.path, {"version": STATE_VERSION, "stages": self.stages})
+        with self._lock:
+            for name in names:
+                self.stages.pop(name, None)
+            write_json_atomic(self.path, {"version": STATE_VERSION, "stages": self.stages})
 
 
 def run_stages(stages: list, state: RunState, *, log: Callable[[str], None] = print,

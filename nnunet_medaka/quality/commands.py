@@ -36,7 +36,7 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
                   folds: Optional[Sequence[int]] = None, tau: float | str = 0.7, corruptions_per_organ: int = 4,
                   seed: int = 0, accept_threshold: Optional[float] = None, cv_folds: int = 5,
                   output: Optional[os.PathLike | str] = None, evaluate: bool = True, overwrite: bool = False,
-                  progress: bool = True) -> Path:
+                  tta: bool = False, progress: bool = True) -> Path:
     """Train a quality model on a teacher's cross-validation outputs; returns the quality folder.
 
     Parameters
@@ -61,6 +61,9 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
         Also write the grouped-CV report into ``<output>/evaluation``.
     overwrite : bool
         Replace an existing quality folder.
+    tta : bool
+        Also compute the test-time-augmentation agreement baseline (``quality.tta``): each fold's network re-run
+        on its held-out cases, mirrored. Evaluated on the real out-of-fold rows; not a classifier feature.
     """
     from nnunet_medaka.config import write_json_atomic
     from nnunet_medaka.quality.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES
@@ -77,6 +80,15 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
     if folder.exists() and not overwrite:
         raise MedakaError(f"{folder}: exists; pass --overwrite to replace it")
     rows, reference = build_table(cv, corruptions_per_organ=corruptions_per_organ, seed=seed, progress=progress)
+    if tta:
+        from nnunet_medaka.quality.tta import tta_agreement
+
+        agreement = {}
+        for fold in cv.folds:
+            held_out = {c: info["images"] for c, info in cv.cases.items() if info["fold"] == fold}
+            agreement.update(tta_agreement(cv.model_folder, fold, held_out, cv.labels, progress=progress))
+        for r in rows:  # corrupted copies have no network output to re-run
+            r["tta_dice"] = agreement[r["case"]][r["organ"]] if r["real"] else float("nan")
     if tau == "auto":  # the median real out-of-fold IoU: both classes occur among the real predictions
         import numpy as np
 
@@ -240,7 +252,7 @@ def _run_train(args: argparse.Namespace) -> int:
     train_quality(args.dataset, args.configuration, trainer=args.trainer, plans=args.plans, folds=args.folds,
                   tau=args.tau, corruptions_per_organ=args.corruptions, seed=args.seed,
                   accept_threshold=args.accept_threshold, cv_folds=args.cv_folds, output=args.output,
-                  evaluate=not args.no_evaluate, overwrite=args.overwrite)
+                  evaluate=not args.no_evaluate, overwrite=args.overwrite, tta=args.tta)
     return 0
 
 
@@ -290,6 +302,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("-o", dest="output", default=None, help="quality folder (default <teacher folder>/quality)")
     t.add_argument("--no-evaluate", action="store_true", help="skip the grouped-CV report")
     t.add_argument("--overwrite", action="store_true", help="replace an existing quality folder")
+    t.add_argument("--tta", action="store_true",
+                   help="also evaluate the test-time-augmentation agreement baseline (re-runs each fold's network "
+                        "on its held-out cases, mirrored)")
     t.set_defaults(func=_run_train)
 
     s = sub.add_parser("score", help="score nnUNetv2_predict --save_probabilities outputs per case and organ",

@@ -10,9 +10,12 @@ Every method gives each (case, organ) row a score, higher meaning better quality
 ``confidence_gate``   fraction of the organ's voxels with p > 0.9; the gate accepts when it is >= 0.8 (the rule of a
                       public nnU-Net semi-supervised repository)
 
+``tta_agreement``     (when the rows carry ``tta_dice``: ``qc train --tta``) mean pairwise Dice of the organ between
+                      one fold's predictions of the image as it is and mirrored (``quality.tta``); real rows only
+
 An organ missing from the prediction scores lowest under every baseline. Fold-ensemble disagreement is not a
-baseline here: on labeled cases it is contaminated (the other folds trained on the case); test-time-augmentation
-disagreement needs the network re-run and is not implemented.
+baseline here: on labeled cases it is contaminated (the other folds trained on the case); the TTA agreement of the
+one fold that held the case out is its clean counterpart.
 
 Metrics, per organ and overall, on the real out-of-fold predictions alone and on real + corrupted rows:
 AUROC and AUPRC for detecting a bad pseudo-label (IoU < tau; score negated), Spearman of score with true IoU,
@@ -47,12 +50,15 @@ def baseline_scores(rows: Sequence[Mapping]) -> dict:
     gate = col("gate_fraction", 0.0)
     maxsoft = col("mean_max_softmax", 0.0)
     entropy = -col("mean_entropy", 1.0)
-    return {
+    out = {
         "accept_all": (np.ones(len(rows)), np.ones(len(rows), bool)),
         "mean_max_softmax": (maxsoft, None),
         "mean_entropy": (entropy, None),
         "confidence_gate": (gate, gate >= GATE_FRACTION),
     }
+    if rows and "tta_dice" in rows[0]:  # NaN on rows without a network output (corrupted copies)
+        out["tta_agreement"] = (np.asarray([r["tta_dice"] for r in rows], float), None)
+    return out
 
 
 def risk_coverage(scores: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,15 +156,16 @@ def evaluate_rows(rows: Sequence[Mapping], reference_rows: Sequence[Mapping], la
             metrics[subset][organ] = {
                 m: method_metrics(s[sel], iou[sel], tau, None if a is None else a[sel],
                                   outer["predicted_iou"][sel] if m == "classifier" else None)
-                for m, (s, a) in methods.items()}
+                for m, (s, a) in methods.items() if np.isfinite(s[sel]).all()}  # TTA: real rows only
     predictions = []
     for i, r in enumerate(rows):
         entry = {"case": r["case"], "organ": r["organ"], "source": r["source"], "real": r["real"],
                  "teacher_fold": r["fold"], "cv_fold": int(outer["cv_fold"][i]), "iou": r["iou"],
                  "predicted_iou": float(outer["predicted_iou"][i]), "p_good": float(outer["p_good"][i]),
                  "accept": int(accepted[i])}
-        for m in BASELINES:
-            entry[f"score_{m}"] = float(methods[m][0][i])
+        for m in methods:
+            if m != "classifier":
+                entry[f"score_{m}"] = float(methods[m][0][i])
         predictions.append(entry)
     folds = [{"test_cases": sorted({rows[i]["case"] for i in np.nonzero(outer["cv_fold"] == k)[0]}),
               "train_cases": outer["train_cases"][k], "accept_threshold": thresholds[k]}
@@ -171,8 +178,9 @@ def _verdict(metrics: Mapping, tau: float) -> str:
     overall = metrics.get("real", {}).get("overall") or metrics["all"]["overall"]
     c = overall["classifier"]
     lost = []
-    for m in BASELINES:
-        b = overall[m]
+    for m, b in overall.items():
+        if m == "classifier":
+            continue
         if c["auroc"] is not None and b["auroc"] is not None and b["auroc"] >= c["auroc"]:
             lost.append(f"{m} AUROC {b['auroc']:.3f} >= {c['auroc']:.3f}")
         if b["aurc"] <= c["aurc"]:
@@ -199,7 +207,7 @@ def _plots(result: Mapping, folder: Path) -> list:
     real = np.asarray([bool(p["real"]) for p in preds])
     hat = np.asarray([p["predicted_iou"] for p in preds])
     scores = {"classifier": np.asarray([p["p_good"] for p in preds]),
-              **{m: np.asarray([p[f"score_{m}"] for p in preds]) for m in BASELINES}}
+              **{k[len("score_"):]: np.asarray([p[k] for p in preds], float) for k in preds[0] if k.startswith("score_")}}
     written = []
 
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -219,6 +227,8 @@ def _plots(result: Mapping, folder: Path) -> list:
         bad = iou[keep] < tau
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.5))
         for m, s in scores.items():
+            if not np.isfinite(s[keep]).all():  # the TTA baseline exists on real rows only
+                continue
             r = hat if m == "classifier" else s  # the classifier ranks by predicted IoU for the continuous risk
             cov, risk = risk_coverage(r[keep], 1 - iou[keep])
             a2.plot(np.r_[0, cov], np.r_[risk[0], risk], label=f"{m} (AURC {aurc(r[keep], 1 - iou[keep]):.3f})",
@@ -243,9 +253,10 @@ def _plots(result: Mapping, folder: Path) -> list:
 
     per_organ = {o: v for o, v in result["metrics"].get("real", result["metrics"]["all"]).items() if o != "overall"}
     if per_organ:
-        fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(per_organ) * len(scores) / 3), 4))
-        width = 0.8 / len(scores)
-        for j, m in enumerate(scores):
+        shown = [m for m in scores if all(m in v for v in per_organ.values())]
+        fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(per_organ) * len(shown) / 3), 4))
+        width = 0.8 / len(shown)
+        for j, m in enumerate(shown):
             vals = [per_organ[o][m]["auroc"] if per_organ[o][m]["auroc"] is not None else 0 for o in per_organ]
             ax.bar(np.arange(len(per_organ)) + j * width, vals, width, label=m)
         ax.set_xticks(np.arange(len(per_organ)) + 0.4 - width / 2, list(per_organ), rotation=30)
@@ -289,7 +300,8 @@ def write_report(result: Mapping, folder: os.PathLike | str, *, overwrite: bool 
                   "methods": {"classifier": "learned P(IoU >= tau)", "accept_all": "constant",
                               "mean_max_softmax": "mean max class probability in the organ",
                               "mean_entropy": "minus mean normalised entropy in the organ",
-                              "confidence_gate": "fraction of organ voxels with p > 0.9, accepts at >= 0.8"},
+                              "confidence_gate": "fraction of organ voxels with p > 0.9, accepts at >= 0.8",
+                              "tta_agreement": "mean pairwise Dice of one fold's mirrored predictions (qc train --tta)"},
                   "plots": plots}
         write_json_atomic(tmp / "report.json", report)
         write_rows(tmp / "metrics.csv", _metrics_table(result["metrics"]))

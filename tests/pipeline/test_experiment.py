@@ -206,6 +206,40 @@ def test_nodes_resume_after_a_crash(tmp_path):
     assert any(line.startswith("[3/3] c: redone, its inputs changed") for line in lines)
 
 
+def test_parallel_nodes_respect_dependencies_and_stop_after_a_failure(tmp_path):
+    import threading
+
+    both_running = threading.Barrier(2, timeout=20)  # a and b must be running at the same time to pass it
+    started, lock = [], threading.Lock()
+
+    def work(name, *, meet=False, fail=False):
+        def run():
+            with lock:
+                started.append(name)
+            if meet:
+                both_running.wait()
+            if fail:
+                raise RuntimeError(f"{name} failed")
+            return {"done": name}
+        return run
+
+    def nodes(fail_c=False):
+        return [Node("a", {}, [], lambda: [], work("a", meet=True)),
+                Node("b", {}, [], lambda: [], work("b", meet=True)),
+                Node("c", {}, ["a"], lambda: [], work("c", fail=fail_c)),
+                Node("d", {}, ["b", "c"], lambda: [], work("d"))]
+
+    with pytest.raises(RuntimeError, match="c failed"):
+        run_nodes(nodes(fail_c=True), RunState(tmp_path / STATE_FILE), say=lambda _: None, workers=2)
+    assert sorted(started) == ["a", "b", "c"]  # a and b together (the barrier), c after a, d never after c failed
+    assert sorted(json.loads((tmp_path / STATE_FILE).read_text())["stages"]) == ["a", "b"]
+    started.clear()
+    lines = []
+    done = run_nodes(nodes(), RunState(tmp_path / STATE_FILE), say=lines.append, workers=2)
+    assert started == ["c", "d"] and sorted(done) == ["a", "b", "c", "d"]  # resumed: a and b not redone
+    assert any(line.startswith("[4/4] d") for line in lines)
+
+
 def test_accept_all_view_reuses_the_prediction(tmp_path):
     source = tmp_path / "pl"
     for sub in ("labels", "records", "failures", "runs"):
@@ -272,10 +306,12 @@ def test_experiment_two_rows_two_seeds_end_to_end(exp_dataset, nnunet_env, tmp_p
     out = tmp_path / "exp"
     cmd = [tool("nnunet-medaka"), "experiment", str(exp_dataset), "--out", str(out), "--rows", "teacher", "kd-only",
            "--fractions", "0.5", "--seeds", "0", "1", "--preset", "cpu-demo", "--device", "cpu", "--first-id", "600",
-           *SETS]
+           *SETS, "--set=parallel_folds=2"]  # the two seeds' units run side by side
     proc = run_checked(cmd, nnunet_env, timeout=900)
     assert proc.stdout.count("$ nnUNetv2_plan_and_preprocess") == 1  # one plan for every row and seed
     assert "[3/11] f0.5/s0/teacher/fold0 (rows: teacher, kd-only)" in proc.stdout
+    # both seeds' datasets start before the first teacher finishes: independent units overlap
+    assert proc.stdout.index("f0.5/s1/dataset") < proc.stdout.index("(f0.5/s0/teacher/fold0) done in")
     assert "nnUNetv2_train 602 3d_fullres 0 -tr KDTrainer -p nnUNetPlansSmall -device cpu" in proc.stdout
     records = json.loads((out / STATE_FILE).read_text())["stages"]
     assert sorted(records) == sorted(["plan", *[f"f0.5/s{s}/{n}" for s in (0, 1) for n in (
@@ -288,6 +324,9 @@ def test_experiment_two_rows_two_seeds_end_to_end(exp_dataset, nnunet_env, tmp_p
                            "nnunet_medaka_resolved_config.json").read_text())
     assert resolved["config"]["teacher"] == str(teacher) and resolved["config"]["teacher_folds"] == [0]
     assert resolved["config"]["seed"] == 0
+    # simultaneous trainings read their own copy of the config, with their share of the cores
+    assert resolved["config"]["cpu_threads"] == max(1, (os.cpu_count() or 1) // 2)
+    assert json.loads((out / "units" / "f0.5_s1" / "configs" / "kd-only_fold0.json").read_text())["teacher_folds"] == [0]
 
     lines = (out / "results.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * 2 * 3 * 2  # rows x seeds x test cases x organs

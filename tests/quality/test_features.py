@@ -124,3 +124,23 @@ def test_feature_matrix_columns():
     x = feature_matrix(rows, list(LABELS), reference_statistics(reference))
     assert x.shape == (len(rows), len(FEATURE_NAMES))
     assert set(x[:, 0]) == {0.0, 1.0}
+
+
+def test_tta_pairwise_dice_on_hand_built_masks():
+    from nnunet_medaka.quality.tta import pairwise_dice
+
+    a = np.zeros((4, 6, 6), np.uint8)
+    a[1:3, 1:5, 1:5] = 1  # 32 voxels
+    b = a.copy()
+    b[1:3, 1:5, 4] = 0  # 24 voxels, all inside a
+    c = a.copy()
+    c[a == 1] = 2  # the organ swapped for another label
+    labels = {"organ": 1, "other": 2, "absent": 3}
+    same = pairwise_dice([a, a, a], labels)
+    assert same["organ"] == 1.0 and same["absent"] == 0.0  # never predicted: the worst score
+    mixed = pairwise_dice([a, b, c], labels)
+    # pairs (a,b): 2*24/56; (a,c) and (b,c): the organ is missing from c
+    assert mixed["organ"] == pytest.approx((2 * 24 / 56) / 3)
+    assert mixed["other"] == 0.0
+    with pytest.raises(ValueError):
+        pairwise_dice([a], labels)

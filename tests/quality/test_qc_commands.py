@@ -26,7 +26,7 @@ def quality_folder(teacher_cv, nnunet_env) -> Path:
     ds = teacher_cv.dataset
     proc = run_checked([tool("nnunet-medaka"), "qc", "train", "-d", ds.id, "-c", ds.configuration, "-tr",
                         "SupervisedTrainer", "-p", teacher_cv.plans, "--tau", "auto", "--corruptions", "3",
-                        "--cv-folds", "3", "--seed", "0"], nnunet_env, timeout=600)
+                        "--cv-folds", "3", "--seed", "0", "--tta"], nnunet_env, timeout=600)
     folder = teacher_cv.model_folder / "quality"
     assert folder.is_dir(), proc.stdout + proc.stderr
     return folder
@@ -56,8 +56,12 @@ def test_qc_train_writes_model_features_and_report(quality_folder, teacher_cv):
     for subset in ("real", "all"):
         for organ in ("sphere", "box", "overall"):
             methods = report["metrics"][subset][organ]
-            assert set(methods) == {"classifier", "accept_all", "mean_max_softmax", "mean_entropy", "confidence_gate"}
+            # --tta: the TTA agreement baseline, on real rows only (corrupted copies have no network output)
+            assert set(methods) == {"classifier", "accept_all", "mean_max_softmax", "mean_entropy", "confidence_gate",
+                                    *(["tta_agreement"] if subset == "real" else [])}
             assert set(methods["classifier"]) >= {"auroc", "auprc", "spearman", "aurc", "mae"}
+    tta = [float(r["tta_dice"]) for r in rows if r["real"] == "1"]
+    assert all(0 <= v <= 1 for v in tta) and all(np.isnan(float(r["tta_dice"])) for r in rows if r["real"] == "0")
 
 
 def test_grouped_cv_of_the_report_never_scores_a_seen_case(quality_folder):
