@@ -255,7 +255,9 @@ def quality_on_unlabeled(pseudolabels: os.PathLike | str, *, tau: float) -> dict
     -------
     dict
         ``n`` (organ predictions with ground truth), ``auroc`` (detecting IoU < tau from P(good)), ``spearman``
-        (predicted vs true IoU), ``cases``, ``cases_for_student``, ``organs_accepted``, ``organs_rejected``.
+        (predicted vs true IoU), ``cases``, ``cases_for_student``, ``organs_accepted``, ``organs_rejected``, and
+        the mean true IoU of the accepted and of the rejected organs (``iou_accepted``, ``iou_rejected``; None
+        without ground truth or when none was accepted / rejected).
     """
     from nnunet_medaka.quality.evaluate import method_metrics
 
@@ -263,7 +265,9 @@ def quality_on_unlabeled(pseudolabels: os.PathLike | str, *, tau: float) -> dict
     summary = json.loads((folder / "pseudolabel_summary.json").read_text())
     out = {"cases": summary["finished"], "cases_for_student": len(summary["cases_for_student"]),
            "organs_accepted": summary["organs_accepted"], "organs_rejected": summary["organs_rejected"],
-           "n": 0, "auroc": None, "spearman": None}
+           "n": 0, "auroc": None, "spearman": None,
+           "iou_accepted": summary.get("true_iou", {}).get("accepted_organs_mean"),
+           "iou_rejected": summary.get("true_iou", {}).get("rejected_organs_mean")}
     with open(folder / "pseudolabels.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["true_iou"] and r["p_good"]]
     if rows:
@@ -329,11 +333,13 @@ def _markdown(results: Mapping, answer: list) -> str:
                   "AUROC of detecting IoU < tau and Spearman of predicted vs true IoU, on the unlabeled cases whose "
                   "ground truth was given (evaluation only).", "",
                   "| fraction | seed | organ predictions with ground truth | AUROC | Spearman | pseudo-qc: cases accepted | "
-                  "organs accepted | pseudo-all: cases used |", "|---|---|---|---|---|---|---|---|"]
+                  "organs accepted | true IoU accepted / rejected organs | pseudo-all: cases used |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for q in quality:
             lines.append(f"| {q['fraction']:g} | {q['seed']} | {q['n']} | {_fmt(q['auroc'])} | {_fmt(q['spearman'])} | "
                          f"{q['cases_for_student']}/{q['cases']} | {q['organs_accepted']}/"
-                         f"{q['organs_accepted'] + q['organs_rejected']} | {q.get('all_cases', 'n/a')} |")
+                         f"{q['organs_accepted'] + q['organs_rejected']} | {_fmt(q.get('iou_accepted'))} / "
+                         f"{_fmt(q.get('iou_rejected'))} | {q.get('all_cases', 'n/a')} |")
     lines += ["", f"Per case and organ: `results.csv`; everything above as data: `results.json`; plot: "
               f"`{Path(results['paths']['plot']).name}`; logs: `logs/`; state: `experiment_state.json`."]
     return "\n".join(lines) + "\n"

@@ -108,6 +108,29 @@ def test_results_md_qualifies_a_win_on_few_cases_and_one_seed(tmp_path):
     assert "only 4 test cases: a bootstrap over so few cases understates the uncertainty" in md
 
 
+def test_quality_on_unlabeled_reports_true_iou_of_accepted_and_rejected(tmp_path):
+    from nnunet_medaka.pipeline.experiment_results import quality_on_unlabeled
+
+    folder = tmp_path / "pl"
+    folder.mkdir()
+    organs = [("u1", "a", 0.9, 0.8, "accept", 0.85), ("u1", "b", 0.7, 0.6, "accept", 0.65),
+              ("u2", "a", 0.3, 0.2, "reject", 0.25), ("u2", "b", 0.6, 0.4, "reject", 0.45)]
+    lines = ["case,organ,label,voxels,predicted_iou,p_good,decision,case_decision,true_iou"]
+    lines += [f"{c},{o},1,10,{hat},{p},{d},{d},{t}" for c, o, hat, p, d, t in organs]
+    (folder / "pseudolabels.csv").write_text("\n".join(lines) + "\n")
+    (folder / "pseudolabel_summary.json").write_text(json.dumps({
+        "finished": 2, "cases_for_student": ["u1"], "organs_accepted": 2, "organs_rejected": 2,
+        "true_iou": {"accepted_organs_mean": 0.75, "rejected_organs_mean": 0.35}}))
+    q = quality_on_unlabeled(folder, tau=0.5)
+    assert (q["n"], q["auroc"], q["spearman"]) == (4, 1.0, pytest.approx(1.0))
+    assert (q["iou_accepted"], q["iou_rejected"], q["cases_for_student"]) == (0.75, 0.35, 1)
+    table = _table({("teacher", 0.33): 0.0, ("pseudo-qc-kd", 0.33): 0.0}, seeds=(0,))
+    write_experiment_results(tmp_path, table, dataset="Dataset500_Hand", preset="quick", settings={"tau": 0.5},
+                             rows=["teacher", "pseudo-qc-kd"], fractions=[0.33], seeds=[0], organs=["sphere", "box"],
+                             n_test=12, quality=[{**q, "fraction": 0.33, "seed": 0, "all_cases": 2}])
+    assert "| 0.33 | 0 | 4 | 1.000 | 1.000 | 1/2 | 2/4 | 0.750 / 0.350 | 2 |" in (tmp_path / "results.md").read_text()
+
+
 def test_results_md_says_what_was_not_run(tmp_path):
     md, res = _write(tmp_path, {("teacher", 1.0): 0.0, ("kd-only", 1.0): 0.01}, rows=("teacher", "kd-only"),
                      fractions=(1.0,))
