@@ -206,7 +206,8 @@ def run_experiment(
         ``cv_folds``, or an ``out`` folder that is not this dataset's experiment.
     """
     from nnunet_medaka.config import write_json_atomic
-    from nnunet_medaka.pipeline.experiment_units import ROWS, UnitGraph, run_nodes
+    from nnunet_medaka.pipeline.experiment_units import ROWS, UnitGraph
+    from nnunet_medaka.pipeline.graph import run_nodes
     from nnunet_medaka.pipeline.run import _raw_dataset, resolve_settings
     from nnunet_medaka.pipeline.state import RunState
 

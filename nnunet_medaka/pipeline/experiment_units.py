@@ -40,15 +40,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from nnunet_medaka.config import write_json_atomic
 from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.pipeline.graph import Node, node_fingerprints, run_nodes
 
-__all__ = ["ROWS", "KD_ROWS", "PSEUDO_ROWS", "Node", "UnitGraph", "accept_all_view", "draw_labeled",
-           "node_fingerprints", "run_nodes", "unit_key"]
+__all__ = ["ROWS", "KD_ROWS", "PSEUDO_ROWS", "UnitGraph", "accept_all_view", "draw_labeled", "unit_key"]
 
 ROWS = {
     "teacher": "SupervisedTrainer on the labeled fraction (the baseline)",
@@ -82,92 +81,6 @@ def draw_labeled(cases: Sequence[str], fraction: float, seed: int) -> list:
     k = max(1, round(fraction * len(cases)))
     order = np.random.default_rng(seed).permutation(len(cases))
     return sorted(cases[i] for i in order[:k])
-
-
-@dataclass
-class Node:
-    """One resumable unit of work; ``rows`` are the rows whose results depend on it."""
-
-    name: str
-    inputs: dict
-    deps: list
-    commands: Callable[[], list]
-    run: Callable[[], dict]
-    reset: Optional[Callable[[], None]] = None
-    rows: set = field(default_factory=set)
-
-
-def node_fingerprints(nodes: Sequence[Node]) -> dict:
-    """Name -> fingerprint of each node's inputs and of the fingerprints of the nodes it depends on (which come
-    before it): a change reaches exactly the nodes below it, and adding nodes changes no existing one."""
-    from nnunet_medaka.pipeline.state import fingerprint
-
-    fps: dict = {}
-    for node in nodes:
-        fps[node.name] = fingerprint({"inputs": node.inputs, "deps": {d: fps[d] for d in node.deps}})
-    return fps
-
-
-def run_nodes(nodes: Sequence[Node], state, *, say: Callable[[str], None] = print, dry_run: bool = False,
-              rows_order: Sequence[str] = tuple(ROWS), workers: int = 1) -> dict:
-    """Run the nodes through `nnunet_medaka.pipeline.state.run_stages`, each with its dependencies' fingerprints
-    among its inputs; a node finished with the same fingerprint is skipped.
-
-    With ``workers > 1`` up to that many nodes run at once: a node starts as soon as every node it depends on has
-    finished, the earliest in list order first. After a failure no new node starts; the running ones finish (and
-    are recorded), then the first error is raised.
-
-    Returns
-    -------
-    dict
-        Node name -> ``{"outputs", "skipped", "seconds"}`` (empty for a dry run).
-    """
-    from nnunet_medaka.pipeline.state import Stage, run_stages
-
-    fps = node_fingerprints(nodes)
-    done: dict = {}
-
-    def one(i: int, node: Node) -> dict:
-        inputs = {"node": fps[node.name]}
-        prefix = f"[{i}/{len(nodes)}] "
-        rows = f" (rows: {', '.join(r for r in rows_order if r in node.rows)})" if node.rows else ""
-
-        def log(line: str) -> None:
-            if line.startswith("[1/1] "):
-                line = prefix + line[len("[1/1] "):] + ("" if ":" in line else rows)
-            elif workers > 1:  # interleaved lines of simultaneous nodes: say whose
-                line = f"      ({node.name}) {line.lstrip()}"
-            say(line)
-
-        stage = Stage(node.name, node.commands, lambda: inputs, node.run, node.reset)
-        return run_stages([stage], state, log=log, dry_run=dry_run)
-
-    if workers <= 1 or dry_run:
-        for i, node in enumerate(nodes, 1):
-            done.update(one(i, node))
-        return done
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-    order = {node.name: i for i, node in enumerate(nodes, 1)}
-    waiting, running, errors = list(nodes), {}, []
-    with ThreadPoolExecutor(workers) as pool:
-        while waiting or running:
-            ready = [n for n in waiting if all(d in done for d in n.deps)] if not errors else []
-            for node in ready[: workers - len(running)]:
-                waiting.remove(node)
-                running[pool.submit(one, order[node.name], node)] = node
-            if not running:
-                break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                node = running.pop(future)
-                if future.exception() is not None:
-                    errors.append(future.exception())
-                else:
-                    done.update(future.result())
-    if errors:
-        raise errors[0]
-    return done
 
 
 def _fold_finished(model: Path, fold: int, *, npz: bool, validation: bool) -> bool:

@@ -14,9 +14,8 @@ from nnunet_medaka.conversion.split import split_dataset
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.pipeline.experiment_command import STATE_FILE, run_experiment
 from nnunet_medaka.pipeline.experiment_results import paired_bootstrap, write_experiment_results
-from nnunet_medaka.pipeline.experiment_units import (
-    ROWS, Node, UnitGraph, accept_all_view, draw_labeled, node_fingerprints, run_nodes,
-)
+from nnunet_medaka.pipeline.experiment_units import ROWS, UnitGraph, accept_all_view, draw_labeled
+from nnunet_medaka.pipeline.graph import Node, node_fingerprints, run_nodes
 from nnunet_medaka.pipeline.state import RunState
 
 # the tiny schedule of `run`'s tests, without nnU-Net's final validation (the rows are scored on the test cases;
