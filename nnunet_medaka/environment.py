@@ -5,6 +5,7 @@ is exactly ``nnUNetv2_train 1 3d_fullres 0 -tr KDTrainer`` for users who have no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -19,7 +20,23 @@ NNUNET_PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 __all__ = ["EXT_TRAINER_VAR", "NNUNET_PATH_VARS", "PASSTHROUGH", "add_passthrough_parsers", "make_nnunet_folders", "merged_ext_trainer", "nnunet_folder",
            "planning_environ", "plugin_environ", "preprocessed_dataset_folder", "run_nnunet_entry", "run_stock_command",
-           "stock_command"]
+           "stock_command", "temporary_environ"]
+
+
+@contextlib.contextmanager
+def temporary_environ(**values: Optional[str]):
+    """Set environment variables for the duration of a ``with`` block (a None value leaves a variable as it is),
+    then restore every one of them, e.g. around building nnU-Net's in-process predictor."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def merged_ext_trainer(current: Optional[str]) -> str:

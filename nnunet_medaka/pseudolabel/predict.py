@@ -100,20 +100,6 @@ def _remove_stale_temporaries(output: Path, cases: Sequence[str]) -> None:
                 tmp.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _environ(**values):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: v for k, v in values.items() if v is not None})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _device(name: str):
     import torch
 
@@ -130,10 +116,10 @@ def _predictor(teacher: Teacher, *, device, mirroring: bool, tile_step_size: flo
     """nnU-Net's predictor for the teacher (compile off on CPU, plugin trainers visible, its prints silenced)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from nnunet_medaka.environment import EXT_TRAINER_VAR, merged_ext_trainer
+    from nnunet_medaka.environment import EXT_TRAINER_VAR, merged_ext_trainer, temporary_environ
 
     compile_flag = "f" if device.type == "cpu" else os.environ.get("nnUNet_compile")
-    with _environ(nnUNet_compile=compile_flag, **{EXT_TRAINER_VAR: merged_ext_trainer(os.environ.get(EXT_TRAINER_VAR))}), \
+    with temporary_environ(nnUNet_compile=compile_flag, **{EXT_TRAINER_VAR: merged_ext_trainer(os.environ.get(EXT_TRAINER_VAR))}), \
             contextlib.redirect_stdout(io.StringIO()):
         predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
                                     perform_everything_on_device=device.type == "cuda", device=device, verbose=False,

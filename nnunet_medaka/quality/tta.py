@@ -59,7 +59,7 @@ def pairwise_dice(segmentations: Sequence[np.ndarray], labels: Mapping[str, int]
 
 def tta_agreement(model_folder: os.PathLike | str, fold: int, cases: Mapping[str, Sequence[str]],
                   labels: Mapping[str, int], *, checkpoint: str = "checkpoint_final.pth", progress: bool = True) -> dict:
-    """Mirror-TTA pairwise Dice of one teacher fold on raw cases.
+    """Mirror-TTA pairwise Dice of one teacher fold on raw cases (on the GPU when there is one).
 
     Parameters
     ----------
@@ -81,22 +81,16 @@ def tta_agreement(model_folder: os.PathLike | str, fold: int, cases: Mapping[str
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from tqdm import tqdm
 
-    from nnunet_medaka.environment import EXT_TRAINER_VAR, merged_ext_trainer
+    from nnunet_medaka.environment import EXT_TRAINER_VAR, merged_ext_trainer, temporary_environ
 
-    saved = {k: os.environ.get(k) for k in ("nnUNet_compile", EXT_TRAINER_VAR)}
-    os.environ.update({"nnUNet_compile": "f", EXT_TRAINER_VAR: merged_ext_trainer(saved[EXT_TRAINER_VAR])})
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            predictor = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False,
-                                        device=torch.device("cpu"), verbose=False, verbose_preprocessing=False,
-                                        allow_tqdm=False)
-            predictor.initialize_from_trained_model_folder(str(model_folder), [fold], checkpoint)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    compile_flag = "f" if device.type == "cpu" else None  # compiling costs more than it saves on a CPU
+    with temporary_environ(nnUNet_compile=compile_flag,
+                           **{EXT_TRAINER_VAR: merged_ext_trainer(os.environ.get(EXT_TRAINER_VAR))}), \
+            contextlib.redirect_stdout(io.StringIO()):
+        predictor = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=device.type == "cuda",
+                                    device=device, verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(model_folder), [fold], checkpoint)
     pm, cm = predictor.plans_manager, predictor.configuration_manager
     reader = pm.image_reader_writer_class()
     preprocessor = cm.preprocessor_class(verbose=False)
