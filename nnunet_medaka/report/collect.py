@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["QUALITY_PLOTS", "RUN_STAGES", "collect_run", "rank_cases"]
+__all__ = ["QUALITY_PLOTS", "RUN_STAGES", "collect_pseudolabels", "collect_quality", "collect_run", "rank_cases"]
 
 # the stages of `nnunet-medaka run`, in order (nnunet_medaka.pipeline.run)
 RUN_STAGES = ("plan", "teacher", "quality", "pseudolabel", "student-dataset", "student", "evaluate")
@@ -126,6 +126,58 @@ def _metrics_rows(path: Path) -> list:
         return list(csv.DictReader(f))
 
 
+def collect_pseudolabels(pseudo_dir: Path, missing: list, *, raw: Optional[Path] = None,
+                         raw_json: Optional[dict] = None) -> dict:
+    """The pseudo-labels of a ``pseudolabel`` output folder: each case's organs and decisions, its image and label
+    map (paths, or None when not found), the organ labels and the ignore label.
+
+    Returns
+    -------
+    dict
+        ``pseudo`` ({``dir``, ``cases``, ``source``, ``summary``}), ``labels`` (organ -> value, background and
+        ignore left out), ``ignore_label``, ``settings`` (``pseudolabel_settings.json``).
+    """
+    raw_json = raw_json or {}
+    settings: dict = {}
+    if pseudo_dir.is_dir():
+        settings = _read_json(pseudo_dir / "pseudolabel_settings.json", missing, "pseudo-label settings") or {}
+        cases, source = _pseudo_rows(pseudo_dir, missing)
+    else:
+        missing.append("pseudo-labels: no pseudolabels folder yet")
+        cases, source = {}, "none"
+    ending = settings.get("file_ending") or raw_json.get("file_ending") or ".nii.gz"
+    image_dirs = [d for d in (settings.get("images"), settings.get("input"),
+                              str(raw / raw_json["unlabeled_images"]) if raw and raw_json.get("unlabeled_images") else None)
+                  if d]
+    for case, entry in cases.items():
+        entry["image"] = _image_for(case, entry, image_dirs, ending)
+        label = pseudo_dir / (entry.get("label_file") or f"labels/{case}{ending}")
+        entry["label_map"] = label if label.is_file() else None
+    labels = settings.get("labels") or raw_json.get("labels") or {}
+    labels = {k: v for k, v in labels.items() if k not in ("background", "ignore") and isinstance(v, int) and v > 0}
+    summary = _read_json(pseudo_dir / "pseudolabel_summary.json", [], "") if pseudo_dir.is_dir() else None
+    return {"pseudo": {"dir": pseudo_dir, "cases": cases, "source": source, "summary": summary}, "labels": labels,
+            "ignore_label": settings.get("ignore_label", raw_json.get("labels", {}).get("ignore")),
+            "settings": settings}
+
+
+def collect_quality(quality_dir: Path, missing: list) -> dict:
+    """The quality classifier's evaluation in ``quality_dir/evaluation``: {``report``, ``plots``, ``metrics``,
+    ``dir``}, each empty (None or []) when absent, with a note in ``missing``."""
+    evaluation = quality_dir / "evaluation"
+    report, plots, metrics = None, [], []
+    if evaluation.is_dir():
+        report = _read_json(evaluation / "report.json", missing, "quality classifier evaluation")
+        names = (report or {}).get("plots") or QUALITY_PLOTS
+        plots = [evaluation / n for n in names if (evaluation / n).is_file()]
+        metrics = _metrics_rows(evaluation / "metrics.csv")
+        if not metrics:
+            missing.append("quality classifier metrics (metrics.csv) not found")
+    else:
+        missing.append("quality classifier evaluation: no quality/evaluation folder")
+    return {"report": report, "plots": plots, "metrics": metrics, "dir": quality_dir}
+
+
 def collect_run(run_dir: Path) -> dict:
     """Everything the report shows about one run folder, with a list of what is missing.
 
@@ -172,45 +224,17 @@ def collect_run(run_dir: Path) -> dict:
 
     pseudo_dir = _locate(paths.get("pseudo_labels") or outputs.get("pseudolabel", {}).get("folder"),
                          run_dir / "pseudolabels")
-    pseudo_settings = {}
-    if pseudo_dir.is_dir():
-        pseudo_settings = _read_json(pseudo_dir / "pseudolabel_settings.json", missing, "pseudo-label settings") or {}
-        cases, source = _pseudo_rows(pseudo_dir, missing)
-    else:
-        missing.append("pseudo-labels: no pseudolabels folder yet")
-        cases, source = {}, "none"
     raw = Path(paths["raw"]) if paths.get("raw") else None
     raw_json = {}
     if raw is not None and (raw / "dataset.json").is_file():
         raw_json = _read_json(raw / "dataset.json", missing, "raw dataset.json") or {}
-    ending = pseudo_settings.get("file_ending") or raw_json.get("file_ending") or ".nii.gz"
-    image_dirs = [d for d in (pseudo_settings.get("images"), pseudo_settings.get("input"),
-                              str(raw / raw_json["unlabeled_images"]) if raw and raw_json.get("unlabeled_images") else None)
-                  if d]
-    for case, entry in cases.items():
-        entry["image"] = _image_for(case, entry, image_dirs, ending)
-        label = pseudo_dir / (entry.get("label_file") or f"labels/{case}{ending}")
-        entry["label_map"] = label if label.is_file() else None
-    labels = pseudo_settings.get("labels") or raw_json.get("labels") or {}
+    pseudo = collect_pseudolabels(pseudo_dir, missing, raw=raw, raw_json=raw_json)
+    labels = pseudo["labels"]
     if not labels and scores:
         first = next(iter(scores.values()))
         labels = {organ: i + 1 for i, organ in enumerate(o for o in first if o != "mean")}
-    labels = {k: v for k, v in labels.items() if k not in ("background", "ignore") and isinstance(v, int) and v > 0}
-
     quality_dir = _locate(paths.get("quality") or outputs.get("quality", {}).get("folder"), run_dir / "quality")
-    evaluation = quality_dir / "evaluation"
-    quality_report = None
-    quality_plots: list = []
-    metrics: list = []
-    if evaluation.is_dir():
-        quality_report = _read_json(evaluation / "report.json", missing, "quality classifier evaluation")
-        names = (quality_report or {}).get("plots") or QUALITY_PLOTS
-        quality_plots = [evaluation / n for n in names if (evaluation / n).is_file()]
-        metrics = _metrics_rows(evaluation / "metrics.csv")
-        if not metrics:
-            missing.append("quality classifier metrics (metrics.csv) not found")
-    else:
-        missing.append("quality classifier evaluation: no quality/evaluation folder")
+    quality = collect_quality(quality_dir, missing)
 
     models = {}
     recorded_models = paths.get("models") or {}
@@ -236,13 +260,11 @@ def collect_run(run_dir: Path) -> dict:
             missing.append(f"{name} not written yet")
     return {
         "run": run_dir, "settings": settings,
-        "dataset": results.get("dataset") or (pseudo_settings.get("teacher") or {}).get("dataset")
+        "dataset": results.get("dataset") or (pseudo["settings"].get("teacher") or {}).get("dataset")
         or (raw.name if raw is not None else None), "stages": stages, "finished": not unfinished, "results": results,
-        "scores": scores, "labels": labels,
-        "ignore_label": pseudo_settings.get("ignore_label", raw_json.get("labels", {}).get("ignore")),
-        "pseudo": {"dir": pseudo_dir, "cases": cases, "source": source,
-                   "summary": results.get("pseudo_labels") or outputs.get("pseudolabel", {}).get("summary")
-                   or _read_json(pseudo_dir / "pseudolabel_summary.json", [], "")},
-        "quality": {"report": quality_report, "plots": quality_plots, "metrics": metrics, "dir": quality_dir},
+        "scores": scores, "labels": labels, "ignore_label": pseudo["ignore_label"],
+        "pseudo": {**pseudo["pseudo"], "summary": results.get("pseudo_labels")
+                   or outputs.get("pseudolabel", {}).get("summary") or pseudo["pseudo"]["summary"]},
+        "quality": quality,
         "models": models, "plots": plots, "missing": missing,
     }

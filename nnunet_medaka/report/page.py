@@ -153,10 +153,11 @@ def _decision(text: Optional[str]) -> str:
     return f'<span class="{css}">{mark}{_e(text)}</span>'
 
 
-def _pseudo_section(run: Mapping, ranked: Sequence[str], thumbs: Mapping[str, str], max_cases: int) -> str:
+def _pseudo_section(run: Mapping, ranked: Sequence[str], thumbs: Mapping[str, str], max_cases: int,
+                    heading: str = '<h2 id="pseudo">2. Pseudo-labels, ranked by predicted quality</h2>') -> str:
     pseudo = run["pseudo"]
     cases = pseudo["cases"]
-    parts = ['<h2 id="pseudo">2. Pseudo-labels, ranked by predicted quality</h2>']
+    parts = [heading]
     summary = pseudo.get("summary")
     if summary:
         parts.append(f"<p>{_e(summary.get('finished'))} unlabeled cases pseudo-labeled, acceptance "
@@ -192,10 +193,11 @@ def _pseudo_section(run: Mapping, ranked: Sequence[str], thumbs: Mapping[str, st
     return "\n".join(parts)
 
 
-def _quality_section(run: Mapping, links: Mapping[str, str]) -> str:
+def _quality_section(run: Mapping, links: Mapping[str, str],
+                     heading: str = '<h2 id="quality">3. Quality classifier</h2>') -> str:
     quality = run["quality"]
     report = quality["report"]
-    parts = ['<h2 id="quality">3. Quality classifier</h2>']
+    parts = [heading]
     if report is None and not quality["plots"]:
         parts.append('<p class="missing">No evaluation of the quality classifier in this run (no quality/evaluation '
                      "folder).</p>")
@@ -222,12 +224,13 @@ def _quality_section(run: Mapping, links: Mapping[str, str]) -> str:
     return "\n".join(parts)
 
 
-def _curves_section(run: Mapping, links: Mapping[str, str]) -> str:
-    parts = ['<h2 id="curves">4. Learning curves</h2>',
+def _curves_section(run: Mapping, links: Mapping[str, str], heading: str = '<h2 id="curves">4. Learning curves</h2>',
+                    level: int = 3) -> str:
+    parts = [heading,
              '<p class="note">nnU-Net\'s progress.png of every trained fold: losses, pseudo Dice, learning rate and '
              "epoch time.</p>"]
     for role, model in run["models"].items():
-        parts.append(f"<h3>{_e(role)}</h3>")
+        parts.append(f"<h{level}>{_e(role)}</h{level}>")
         if model["folder"] is not None:
             parts.append(f'<p class="note">{_e(model["folder"])}</p>')
         figures = [_figure(links[f"{role}/{fold}"], f"{role} {fold}") for fold, png in model["folds"]
@@ -343,11 +346,12 @@ def build_report(run_dir: os.PathLike | str, out: Optional[os.PathLike | str] = 
     Parameters
     ----------
     run_dir
-        The ``--out`` folder of ``nnunet-medaka run`` (finished or not).
+        The ``--out`` folder of ``nnunet-medaka run`` or ``nnunet-medaka experiment`` (finished or not).
     out
         Report folder (default ``RUN_DIR/report``); replaced as a whole when it holds an earlier report.
     max_cases
-        Largest number of pseudo-labelled cases shown (best predicted quality first).
+        Largest number of pseudo-labelled cases shown (best predicted quality first); per fraction and seed for
+        an experiment.
     progress
         Show a tqdm progress bar while drawing thumbnails.
 
@@ -368,6 +372,10 @@ def build_report(run_dir: os.PathLike | str, out: Optional[os.PathLike | str] = 
     out = Path(out).resolve() if out is not None else run_dir / "report"
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_FILE).is_file())):
         raise MedakaError(f"{out}: exists and is not an earlier report; give another -o folder")
+    from nnunet_medaka.report.experiment_page import is_experiment
+
+    if is_experiment(run_dir):
+        return _build_experiment_report(run_dir, out, max_cases, progress)
     run = collect_run(run_dir)
     ranked = rank_cases(run["pseudo"]["cases"])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -393,6 +401,42 @@ def build_report(run_dir: os.PathLike | str, out: Optional[os.PathLike | str] = 
     return out / "index.html"
 
 
+def _build_experiment_report(exp_dir: Path, out: Path, max_cases: int, progress: bool) -> Path:
+    """`build_report` for an ``nnunet-medaka experiment`` folder: one page, a subfolder of pictures per unit."""
+    from nnunet_medaka.report.experiment_page import collect_experiment, experiment_manifest, render_experiment_page
+
+    exp = collect_experiment(exp_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    built = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        links = {name: _copy(path, built, name) for name, path in exp["plots"].items()}
+        unit_links, ranked, thumbs = {}, {}, {}
+        for key, unit in exp["units"].items():
+            sub = _safe_name(key.replace("/", "_"))  # a case may be pseudo-labeled in every unit: one folder each
+            mine = {p.name: _copy(p, built, f"{sub}/quality/{p.name}") for p in unit["quality"]["plots"]}
+            for role, model in unit["models"].items():
+                for fold, png in model["folds"]:
+                    if png is not None:
+                        mine[f"{role}/{fold}"] = _copy(png, built, f"{sub}/curves/{_safe_name(role)}_{fold}.png")
+            ranked[key] = rank_cases(unit["pseudo"]["cases"])
+            (built / sub).mkdir(exist_ok=True)
+            drawn = _write_thumbnails(unit, ranked[key][:max_cases], built / sub, progress)
+            thumbs[key] = {case: f"{sub}/{name}" for case, name in drawn.items()}
+            unit_links[key] = mine
+        (built / "index.html").write_text(render_experiment_page(exp, links, unit_links, ranked, thumbs, max_cases),
+                                          encoding="utf-8")
+        images = [*links.values(), *[v for m in unit_links.values() for v in m.values()],
+                  *[v for m in thumbs.values() for v in m.values()]]
+        write_json_atomic(built / MANIFEST_FILE, {**experiment_manifest(exp), "max_cases": max_cases,
+                                                  "images": sorted(images), "missing": exp["missing"]})
+        os.chmod(built, 0o755)
+        _replace(built, out)
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        raise
+    return out / "index.html"
+
+
 def _run(args: argparse.Namespace) -> int:
     page = build_report(args.run_dir, args.out, max_cases=args.max_cases, progress=not args.no_progress)
     print(f"report: {page}")
@@ -403,14 +447,16 @@ def _run(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "report",
-        help="write an HTML page to review a run: results, pseudo-labels with thumbnails, quality classifier, "
-             "learning curves, timings",
+        help="write an HTML page to review a run or an experiment: results, pseudo-labels with thumbnails, "
+             "quality classifier, learning curves, timings",
         description="Write one self-contained HTML page (index.html plus PNGs beside it; no scripts, no external "
         "resources) that reviews a `nnunet-medaka run` folder: teacher vs student per organ, the pseudo-labels "
         "ranked by predicted quality with three mid-slices each, the quality classifier's evaluation, nnU-Net's "
-        "learning curves and the stage timings. Works on an unfinished run: it says what is missing.",
+        "learning curves and the stage timings. Given an `nnunet-medaka experiment` folder, the page shows the "
+        "answers and the rows x fractions table, then the same pieces per fraction and seed (--max-cases per "
+        "unit). Works on an unfinished run or experiment: it says what is missing.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of `nnunet-medaka run`")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of `nnunet-medaka run` or `experiment`")
     p.add_argument("-o", "--out", metavar="DIR", help="report folder (default: RUN_DIR/report; an earlier report "
                    "there is replaced)")
     p.add_argument("--max-cases", type=int, default=DEFAULT_MAX_CASES, metavar="N",

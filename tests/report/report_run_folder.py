@@ -137,3 +137,40 @@ def make_run_folder(root: Path) -> Path:
                         "finished": "2026-12-01T21:53:24+0000"}
     (out / "run_state.json").write_text(json.dumps({"version": 1, "stages": stages}))
     return out
+
+
+def make_experiment_folder(root: Path) -> Path:
+    """A synthetic ``nnunet-medaka experiment`` folder under ``root``: unit ``f1/s0`` with the run folder's
+    pseudo-labels, quality evaluation and two trained models, unit ``f0.5/s0`` with a teacher fold only (no
+    pseudo-labels: the page must say so), and results written from a hand-made table."""
+    import shutil
+
+    from nnunet_medaka.pipeline.experiment_results import write_experiment_results
+
+    run = make_run_folder(root)
+    models = {k: Path(v) for k, v in json.loads((run / "results.json").read_text())["paths"]["models"].items()}
+    exp = root / "experiment"
+    unit = exp / "units" / "f1_s0"
+    unit.mkdir(parents=True)
+    shutil.copytree(run / "pseudolabels", unit / "pseudolabels")
+    shutil.copytree(run / "quality", unit / "quality")
+    (exp / "units" / "f0.5_s0").mkdir()
+    (exp / "experiment_settings.json").write_text(json.dumps({
+        "dataset": "Dataset950_Fish", "preset": "quick", "rows": ["teacher", "pseudo-qc-kd"], "fractions": [1, 0.5],
+        "seeds": [0]}))
+    stages = {"plan": {"outputs": {}, "seconds": 10.0}}
+    for name, model, fold in (("f1/s0/teacher/fold0", models["teacher"], 0),
+                              ("f1/s0/pseudo-qc-kd/fold0", models["student"], 0),
+                              ("f0.5/s0/teacher/fold1", models["teacher"], 1)):
+        stages[name] = {"outputs": {"model": str(model), "fold": fold}, "seconds": 100.0}
+    for record in stages.values():
+        record.update(fingerprint="0" * 16, finished="2026-12-02T06:00:00+0000")
+    (exp / "experiment_state.json").write_text(json.dumps({"version": 1, "stages": stages}))
+    table = [{"row": row, "fraction": fraction, "seed": 0, "case": f"t{c}", "organ": organ,
+              "IoU": 0.6 + 0.01 * c + (0.02 if row == "pseudo-qc-kd" else 0.0), "Dice": 0.7 + 0.01 * c}
+             for row in ("teacher", "pseudo-qc-kd") for fraction in (1.0, 0.5) for c in range(4)
+             for organ in ("swim <bladder> & co", "eye")]
+    write_experiment_results(exp, table, dataset="Dataset950_Fish", preset="quick", settings={"tau": 0.7},
+                             rows=["teacher", "pseudo-qc-kd"], fractions=[1.0, 0.5], seeds=[0],
+                             organs=["swim <bladder> & co", "eye"], n_test=4, n_resamples=200)
+    return exp

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from report_run_folder import CASES, CHROMIUM_FLAGS
+from report_run_folder import CASES, CHROMIUM_FLAGS, make_experiment_folder
 from nnunet_medaka.cli import main
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.report import build_report
@@ -199,3 +199,23 @@ def test_moved_run_folder_still_reports(run_folder, tmp_path):
     page = build_report(moved, progress=False)
     manifest = json.loads((page.parent / "report.json").read_text())
     assert manifest["cases_shown"] == len(CASES) and manifest["missing"] == []
+
+
+def test_experiment_report_renders_in_headless_chromium(chromium, tmp_path):
+    exp = make_experiment_folder(tmp_path / "e")
+    page = build_report(exp, progress=False)
+    assert page == exp / "report" / "index.html"
+    manifest = json.loads((page.parent / "report.json").read_text())
+    assert manifest["kind"] == "experiment" and manifest["units"] == ["f1/s0", "f0.5/s0"]
+    assert manifest["cases"] == {"f1/s0": 3, "f0.5/s0": 0}
+    # the heat map; unit f1/s0: 4 quality plots, 2 learning curves, 3 thumbnails; unit f0.5/s0: 1 learning curve
+    dom = _check_page(chromium, page, tmp_path, expected_images=11)
+    text = " ".join(dom.text)
+    html = page.read_text()
+    assert "Fraction 1, seed 0" in text and "Fraction 0.5, seed 0" in text and "swim <bladder> & co" in text
+    assert "(a) Does the full method (pseudo-qc-kd) beat its teacher by more than the noise?" in text
+    assert "Fraction 0.5, seed 0: pseudo-labels: no pseudolabels folder yet" in text  # said, not hidden
+    assert html.index("Fraction 1, seed 0</h2>") < html.index("fish&amp;01") < html.index("Fraction 0.5, seed 0</h2>")
+    assert "pseudo-qc-kd" in text and "+0.020" in text  # the row and its difference to the teacher
+    # a case pseudo-labeled in several units gets one picture per unit: each unit has its own folder
+    assert all(src.startswith(("f1_s0/", "f0.5_s0/", "iou_heatmap")) for src in dom.images)
