@@ -97,4 +97,9 @@ def run_nodes(nodes: Sequence[Node], state, *, say: Callable[[str], None] = prin
                     done.update(future.result())
     if errors:
         raise errors[0]
+    if waiting:  # a dependency that is not in the list: a bug in the graph, never a silent skip
+        from nnunet_medaka.errors import MedakaError
+
+        raise MedakaError("units waiting on units that are not in the graph: "
+                          + ", ".join(f"{n.name} (needs {', '.join(d for d in n.deps if d not in done)})" for n in waiting))
     return done

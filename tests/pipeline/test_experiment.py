@@ -260,6 +260,9 @@ def test_parallel_nodes_respect_dependencies_and_stop_after_a_failure(tmp_path):
     done = run_nodes(nodes(), RunState(tmp_path / STATE_FILE), say=lines.append, workers=2)
     assert started == ["c", "d"] and sorted(done) == ["a", "b", "c", "d"]  # resumed: a and b not redone
     assert any(line.startswith("[4/4] d") for line in lines)
+    orphan = [Node("e", {}, ["not-a-node"], lambda: [], work("e"))]
+    with pytest.raises(MedakaError, match=r"e \(needs not-a-node\)"):
+        run_nodes(orphan, RunState(tmp_path / "other.json"), say=lambda _: None, workers=2)
 
 
 def test_accept_all_view_reuses_the_prediction(tmp_path):
