@@ -32,8 +32,13 @@ def node_fingerprints(nodes: Sequence[Node]) -> dict:
     before it): a change reaches exactly the nodes below it, and adding nodes changes no existing one."""
     from nnunet_medaka.pipeline.state import fingerprint
 
+    from nnunet_medaka.errors import MedakaError
+
     fps: dict = {}
     for node in nodes:
+        unknown = [d for d in node.deps if d not in fps]
+        if unknown:  # a bug in the graph; the parallel runner would otherwise wait for it forever
+            raise MedakaError(f"unit {node.name} depends on {', '.join(unknown)}, not a unit before it in the graph")
         fps[node.name] = fingerprint({"inputs": node.inputs, "deps": {d: fps[d] for d in node.deps}})
     return fps
 
@@ -97,9 +102,4 @@ def run_nodes(nodes: Sequence[Node], state, *, say: Callable[[str], None] = prin
                     done.update(future.result())
     if errors:
         raise errors[0]
-    if waiting:  # a dependency that is not in the list: a bug in the graph, never a silent skip
-        from nnunet_medaka.errors import MedakaError
-
-        raise MedakaError("units waiting on units that are not in the graph: "
-                          + ", ".join(f"{n.name} (needs {', '.join(d for d in n.deps if d not in done)})" for n in waiting))
     return done
