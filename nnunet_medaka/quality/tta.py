@@ -97,6 +97,11 @@ def tta_agreement(model_folder: os.PathLike | str, fold: int, cases: Mapping[str
     # the network's mirror axes count from the patch's first axis; a 2d patch covers the data's last two axes
     offset = 3 - len(cm.patch_size)
     axes = [1 + offset + a for a in (predictor.allowed_mirroring_axes or ())]
+    if not axes:
+        from nnunet_medaka.errors import MedakaError
+
+        raise MedakaError(f"{model_folder} fold {fold}: the checkpoint allows no mirroring axes, so there is no "
+                          "test-time augmentation to agree with; run `qc train` without --tta")
     variants = [()] + [(a,) for a in axes]
     out = {}
     for case, files in tqdm(sorted(cases.items()), desc=f"TTA agreement, fold {fold}", unit="case",
