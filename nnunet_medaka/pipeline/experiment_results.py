@@ -176,17 +176,39 @@ def _few_cases(b: Mapping) -> str:
                                                "uncertainty")
 
 
-def _verdict(b: Mapping) -> str:
+def _verdict(b: Mapping, seed_diffs: Sequence[float] = ()) -> str:
+    """``above``/``below`` when the interval over test cases excludes 0 and, with two or more seeds, every seed's
+    difference has that sign; ``seeds disagree`` when the interval excludes 0 but some seed does not follow it (the
+    difference is then not larger than the run-to-run noise); ``includes 0``; ``unknown`` without an interval."""
     if b.get("mean") is None or b["low"] is None:
         return "unknown"
-    return "above" if b["low"] > 0 else "below" if b["high"] < 0 else "includes 0"
+    v = "above" if b["low"] > 0 else "below" if b["high"] < 0 else "includes 0"
+    if len(seed_diffs) >= 2 and ((v == "above" and min(seed_diffs) <= 0) or (v == "below" and max(seed_diffs) >= 0)):
+        return "seeds disagree"
+    return v
+
+
+def _seed_differences(table: Sequence[Mapping], a: tuple, b: tuple) -> list:
+    """Per seed both have, the difference of the mean IoU over the cases and organs both have: (row, fraction) a
+    minus (row, fraction) b, seeds in order."""
+    va, vb = _per_case(_case_values(table, *a), None), _per_case(_case_values(table, *b), None)
+    out = []
+    for seed in sorted(set(va) & set(vb)):
+        cases = sorted(set(va[seed]) & set(vb[seed]))
+        out.append(_nanmean([va[seed][c] - vb[seed][c] for c in cases]))
+    return out
+
+
+def _per_seed(diffs: Sequence[float]) -> str:
+    return f"; per seed Δ {' / '.join(_fmt(d, True) for d in diffs)}" if len(diffs) >= 2 else ""
 
 
 def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fractions: Sequence[float],
                  seeds: Sequence[int], n_resamples: int = 2000) -> tuple[list, dict]:
     """The paper's two questions answered in words from the numbers, never claiming more than the intervals show.
 
-    (a) Does ``pseudo-qc-kd`` beat ``teacher`` (same fraction) by more than the noise (interval above 0)?
+    (a) Does ``pseudo-qc-kd`` beat ``teacher`` (same fraction) by more than the noise (interval over test cases
+        above 0 and, with two or more seeds, a gain at every seed)?
     (b) Does ``pseudo-qc-kd`` at the smallest fraction reach ``supervised-all`` (fraction 1) quality?
 
     Returns
@@ -194,7 +216,8 @@ def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fracti
     lines : list of str
         Markdown lines.
     answers : dict
-        The same as data (``a``: per fraction, ``b``), verdicts ``above``, ``below``, ``includes 0`` or ``unknown``.
+        The same as data (``a``: per fraction, ``b``), verdicts ``above``, ``below``, ``includes 0``, ``seeds
+        disagree`` or ``unknown``, with the per-seed differences.
     """
     by_key = {(e["row"], e["fraction"]): e for e in entries}
     lines, answers = [], {"a": [], "b": None}
@@ -207,16 +230,20 @@ def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fracti
             answers["a"].append({"fraction": fraction, "verdict": "not run"})
             continue
         b = method["vs_teacher"]["overall"]
-        v = _verdict(b)
+        diffs = _seed_differences(table, ("pseudo-qc-kd", fraction), ("teacher", fraction))
+        v = _verdict(b, diffs)
         means = (f"mean IoU {_fmt(method['iou']['overall']['mean'])} vs teacher {_fmt(teacher['iou']['overall']['mean'])}, "
-                 f"{_interval(b)} over {b['n']} test cases and {len(b['seeds'])} seed(s)")
+                 f"{_interval(b)} over {b['n']} test cases and {len(b['seeds'])} seed(s){_per_seed(diffs)}")
         word = {"above": "**yes**" + (" (at this one seed)" if n_seeds == 1 else "") + ": the interval excludes 0, the "
                          "method is better than its teacher beyond the noise",
                 "below": "**no**: the interval lies below 0, the method is worse than its teacher",
                 "includes 0": "**no**: the interval includes 0, so no gain beyond the noise is shown",
+                "seeds disagree": "**no**: the interval over test cases excludes 0, but not every seed shows the "
+                                  "difference, so it is not larger than the run-to-run noise",
                 "unknown": "**unknown**: too few test cases for an interval"}[v]
         lines.append(f"{head} {word} ({means}){_few_cases(b)}.")
-        answers["a"].append({"fraction": fraction, "verdict": v, **{k: b[k] for k in ("mean", "low", "high", "n")}})
+        answers["a"].append({"fraction": fraction, "verdict": v, "per_seed": diffs,
+                             **{k: b[k] for k in ("mean", "low", "high", "n")}})
     smallest = min(fractions)
     head = (f"**(b) Does pseudo-qc-kd at the smallest fraction ({smallest:g}) reach supervised-all (fraction 1) "
             f"quality?**")
@@ -228,17 +255,21 @@ def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fracti
     else:
         values = _case_values(table, "pseudo-qc-kd", smallest)
         b = _paired(_per_case(values, None), _per_case(_case_values(table, "supervised-all", 1.0), None), n_resamples)
-        v = _verdict(b)
+        diffs = _seed_differences(table, ("pseudo-qc-kd", smallest), ("supervised-all", 1.0))
+        v = _verdict(b, diffs)
         means = (f"mean IoU {_fmt(method['iou']['overall']['mean'])} vs {_fmt(reference['iou']['overall']['mean'])}, "
-                 f"{_interval(b)} over {b['n']} test cases and {len(b['seeds'])} seed(s)")
+                 f"{_interval(b)} over {b['n']} test cases and {len(b['seeds'])} seed(s){_per_seed(diffs)}")
         word = {"above": "**yes, and beyond**: the interval lies above 0",
                 "below": "**no**: the interval lies below 0, it stays below supervised-all",
+                "seeds disagree": "**not shown**: the interval over test cases excludes 0, but not every seed agrees "
+                                  "on the sign, so the difference is not larger than the run-to-run noise",
                 "includes 0": ("**not shown**: the interval includes 0, so no difference is detectable here; that is "
                                f"not proof of equal quality (it may be up to {_fmt(-b['low'])} IoU worse)"
                                if b["low"] is not None else "**not shown**"),
                 "unknown": "**unknown**: too few test cases for an interval"}[v]
         lines.append(f"{head} {word} ({means}){_few_cases(b)}.")
-        answers["b"] = {"fraction": smallest, "verdict": v, **{k: b[k] for k in ("mean", "low", "high", "n")}}
+        answers["b"] = {"fraction": smallest, "verdict": v, "per_seed": diffs,
+                        **{k: b[k] for k in ("mean", "low", "high", "n")}}
     if n_seeds == 1:
         lines.append("One seed: the std over seeds is unknown, and the intervals cover only the sampling of test "
                      "cases, not the randomness of training; run more `--seeds` before trusting a difference.")
@@ -339,7 +370,7 @@ def _markdown(results: Mapping, answer: list) -> str:
             lines.append(f"| {q['fraction']:g} | {q['seed']} | {q['n']} | {_fmt(q['auroc'])} | {_fmt(q['spearman'])} | "
                          f"{q['cases_for_student']}/{q['cases']} | {q['organs_accepted']}/"
                          f"{q['organs_accepted'] + q['organs_rejected']} | {_fmt(q.get('iou_accepted'))} / "
-                         f"{_fmt(q.get('iou_rejected'))} | {q.get('all_cases', 'n/a')} |")
+                         f"{_fmt(q.get('iou_rejected'))} | {'n/a' if q.get('all_cases') is None else q['all_cases']} |")
     lines += ["", f"Per case and organ: `results.csv`; everything above as data: `results.json`; plot: "
               f"`{Path(results['paths']['plot']).name}`; logs: `logs/`; state: `experiment_state.json`."]
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,27 @@ def test_results_md_never_claims_a_win_inside_the_noise(tmp_path):
     assert "**not shown**: the interval includes 0" in md and "not proof of equal quality" in md
     assert "One seed: the std over seeds is unknown" in md and "(std n/a)" in md
     assert "understates" not in md  # 12 test cases
+
+
+def test_results_md_says_no_when_the_seeds_disagree(tmp_path):
+    # a gain at two seeds and a loss at the third: the interval over test cases (each case averaged over the
+    # seeds) excludes 0, but the difference is not larger than the run-to-run noise
+    table = _table({("teacher", 0.33): 0.0, ("pseudo-qc-kd", 0.33): 0.0, ("supervised-all", 1.0): 0.1},
+                   seeds=(0, 1, 2))
+    shift = {0: 0.03, 1: 0.03, 2: -0.01}
+    for r in table:
+        if r["row"] == "pseudo-qc-kd":
+            r["IoU"] += shift[r["seed"]]
+    write_experiment_results(tmp_path, table, dataset="Dataset500_Hand", preset="quick", settings={"tau": 0.7},
+                             rows=["teacher", "pseudo-qc-kd", "supervised-all"], fractions=[0.33], seeds=[0, 1, 2],
+                             organs=["sphere", "box"], n_test=12)
+    md = (tmp_path / "results.md").read_text()
+    res = json.loads((tmp_path / "results.json").read_text())
+    a = res["answers"]["a"][0]
+    assert a["low"] > 0 and a["verdict"] == "seeds disagree"  # the test-case interval alone would have said yes
+    assert [round(d, 2) for d in a["per_seed"]] == [0.03, 0.03, -0.01]
+    assert "**no**: the interval over test cases excludes 0, but not every seed shows the difference" in md
+    assert re.search(r"per seed Δ \+0\.03\d / \+0\.03\d / -0\.01\d\)", md)
 
 
 def test_results_md_qualifies_a_win_on_few_cases_and_one_seed(tmp_path):
