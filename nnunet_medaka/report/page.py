@@ -23,6 +23,7 @@ from urllib.parse import quote
 from nnunet_medaka.config import write_json_atomic
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.report.collect import collect_run, rank_cases
+from nnunet_medaka.report.experiment_page import unit_anchor, unit_title
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +301,98 @@ def render_page(run: Mapping, links: Mapping[str, str], ranked: Sequence[str], t
             f"<title>{_e(title)}</title><style>{_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
 
 
+# ---- the page of an experiment folder (nnunet_medaka.report.experiment_page reads it) ----------------------------
+
+def _markdown_inline(text: str) -> str:
+    """Escaped text with markdown's **bold** and `code` kept (the answer lines of results.md)."""
+    out = html.escape(text, quote=True)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+def _results_block(exp: Mapping, links: Mapping[str, str]) -> str:
+    results = exp["results"]
+    parts = ['<h2 id="results">1. Results on the held-out test cases</h2>']
+    if not results:
+        parts.append('<p class="missing">No results yet: the experiment has not finished (rerun its command to '
+                     "resume; results.md is written at the end).</p>")
+        return "\n".join(parts)
+    for line in results.get("answer_text") or []:
+        if line.strip() and not line.startswith("#"):
+            parts.append(f"<p>{_markdown_inline(line.strip())}</p>")
+
+    def ms(m: Optional[Mapping]) -> str:
+        if not m or m.get("mean") is None:
+            return "n/a"
+        return _fmt(m["mean"]) + (f" ± {_fmt(m['std'])}" if m.get("std") is not None else " (std n/a)")
+
+    rows = []
+    for e in results.get("rows") or []:
+        vs = (e.get("vs_teacher") or {}).get("overall")
+        delta = "—" if not vs else (f"{vs['mean']:+.3f} [{vs['low']:+.3f}, {vs['high']:+.3f}]"
+                                    if vs.get("mean") is not None else "n/a")
+        rows.append([_e(e["row"]), _e(f"{e['fraction']:g}"), ms(e["iou"]["overall"]), ms(e.get("dice_overall")),
+                     _e(delta)])
+    parts.append(_table(["row", "fraction", "IoU", "Dice", "Δ IoU vs teacher [95 % CI]"], rows, name_columns=2))
+    parts.append(f'<p class="note">{_e(results.get("n_test"))} test cases; seeds '
+                 f'{_e(", ".join(map(str, results.get("seeds") or [])))}; mean ± std over seeds. Per organ and per '
+                 "case: results.md and results.csv in the experiment folder.</p>")
+    if "iou_heatmap.png" in links:
+        parts.append('<div class="plots">' + _figure(links["iou_heatmap.png"], "mean IoU, rows × organs") + "</div>")
+    return "\n".join(parts)
+
+
+def _timings_block(exp: Mapping) -> str:
+    rows, total = [], 0.0
+    for name, record in exp["state"].items():
+        seconds = (record or {}).get("seconds")
+        total += seconds if isinstance(seconds, (int, float)) else 0.0
+        rows.append([_e(name), _fmt(seconds, 1) if seconds is not None else "n/a", _e((record or {}).get("finished"))])
+    rows.append(["<b>total</b>", f"<b>{total:.1f}</b>", ""])
+    return "\n".join(['<h2 id="timings">Unit timings</h2>',
+                      '<p class="note">Every finished unit of experiment_state.json (units that ran side by side '
+                      "overlap in time, so the total is CPU/GPU-side work, not wall time).</p>",
+                      _table(["unit", "seconds", "finished"], rows)])
+
+
+def render_experiment_page(exp: Mapping, links: Mapping[str, str], unit_links: Mapping[str, Mapping[str, str]],
+                           ranked: Mapping[str, list], thumbs: Mapping[str, Mapping[str, str]], max_cases: int) -> str:
+    """The HTML text of an experiment's page; every string from the folder is escaped.
+
+    ``links``: experiment-level copied plots; ``unit_links``, ``ranked``, ``thumbs``: per unit key, as for the run
+    page (`report.page.render_page`).
+    """
+    settings = exp["settings"]
+    title = f"nnunet-medaka experiment: {exp['run'].name}"
+    facts = [f"dataset <b>{_e(settings.get('dataset') or exp['results'].get('dataset') or 'unknown')}</b>",
+             f"preset <b>{_e(settings.get('preset') or '?')}</b>",
+             f"rows {_e(', '.join(settings.get('rows') or []))}",
+             f"fractions {_e(', '.join(f'{f:g}' for f in settings.get('fractions') or []))}",
+             f"seeds {_e(', '.join(map(str, settings.get('seeds') or [])))}",
+             "finished" if exp["finished"] else '<span class="reject">not finished</span>']
+    nav = ['<a href="#results">results</a>'] + [f'<a href="#{unit_anchor(k)}">{_e(unit_title(k))}</a>' for k in exp["units"]]
+    head = [f"<h1>{_e(title)}</h1>", f'<p>{", ".join(facts)}. Folder: <code>{_e(exp["run"])}</code></p>',
+            "<nav>" + "".join(nav) + '<a href="#timings">timings</a></nav>']
+    everything_missing = list(exp["missing"]) + [f"{unit_title(k)}: {m}" for k, u in exp["units"].items()
+                                                 for m in u["missing"]]
+    if everything_missing:
+        head.append('<div class="missing"><b>Not in this report (missing from the experiment folder):</b><ul>'
+                    + "".join(f"<li>{_e(m)}</li>" for m in everything_missing) + "</ul></div>")
+    body = [*head, _results_block(exp, links)]
+    for key, unit in exp["units"].items():
+        anchor = unit_anchor(key)
+        body.append(f'<h2 id="{anchor}">{_e(unit_title(key))}</h2>')
+        body.append(_pseudo_section(unit, ranked[key], thumbs[key], max_cases,
+                                    heading="<h3>Pseudo-labels, ranked by predicted quality</h3>"))
+        body.append(_quality_section(unit, unit_links[key], heading="<h3>Quality classifier</h3>"))
+        body.append(_curves_section(unit, unit_links[key], heading="<h3>Learning curves</h3>", level=4))
+    body.append(_timings_block(exp))
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{_e(title)}</title><style>{_STYLE}</style></head>\n<body>\n" + "\n".join(body)
+            + "\n</body></html>\n")
+
+
 def _write_thumbnails(run: Mapping, ranked: Sequence[str], folder: Path, progress: bool) -> dict:
     from tqdm import tqdm
 
@@ -403,7 +496,7 @@ def build_report(run_dir: os.PathLike | str, out: Optional[os.PathLike | str] = 
 
 def _build_experiment_report(exp_dir: Path, out: Path, max_cases: int, progress: bool) -> Path:
     """`build_report` for an ``nnunet-medaka experiment`` folder: one page, a subfolder of pictures per unit."""
-    from nnunet_medaka.report.experiment_page import collect_experiment, experiment_manifest, render_experiment_page
+    from nnunet_medaka.report.experiment_page import collect_experiment, experiment_manifest
 
     exp = collect_experiment(exp_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
