@@ -10,6 +10,7 @@ built in a temporary folder beside its target, then renamed into place.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import logging
 import os
@@ -416,6 +417,32 @@ def _write_thumbnails(run: Mapping, ranked: Sequence[str], folder: Path, progres
     return thumbs
 
 
+def _copy_unit_plots(run: Mapping, built: Path, prefix: str) -> dict:
+    """Copy a run's (or an experiment unit's) quality plots and learning curves below ``built/prefix``; returns
+    the links keyed as the page sections look them up (plot file name, ``ROLE/fold_K``)."""
+    links = {p.name: _copy(p, built, f"{prefix}quality/{p.name}") for p in run["quality"]["plots"]}
+    for role, model in run["models"].items():
+        for fold, png in model["folds"]:
+            if png is not None:
+                links[f"{role}/{fold}"] = _copy(png, built, f"{prefix}curves/{_safe_name(role)}_{_safe_name(fold)}.png")
+    return links
+
+
+@contextlib.contextmanager
+def _staged(out: Path):
+    """A temporary folder beside ``out`` to build a report in; renamed to ``out`` when the block succeeds, removed
+    when it fails, so a half-built report never replaces a finished one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    built = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield built
+        os.chmod(built, 0o755)
+        _replace(built, out)
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        raise
+
+
 def _replace(built: Path, out: Path) -> None:
     """Move the finished folder ``built`` to ``out``, replacing an earlier report there."""
     old = None
@@ -471,26 +498,15 @@ def build_report(run_dir: os.PathLike | str, out: Optional[os.PathLike | str] = 
         return _build_experiment_report(run_dir, out, max_cases, progress)
     run = collect_run(run_dir)
     ranked = rank_cases(run["pseudo"]["cases"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    built = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with _staged(out) as built:
         links = {name: _copy(path, built, name) for name, path in run["plots"].items()}
-        links.update({p.name: _copy(p, built, f"quality/{p.name}") for p in run["quality"]["plots"]})
-        for role, model in run["models"].items():
-            for fold, png in model["folds"]:
-                if png is not None:
-                    links[f"{role}/{fold}"] = _copy(png, built, f"curves/{role}_{_safe_name(fold)}.png")
+        links.update(_copy_unit_plots(run, built, ""))
         thumbs = _write_thumbnails(run, ranked[:max_cases], built, progress)
         (built / "index.html").write_text(render_page(run, links, ranked, thumbs, max_cases), encoding="utf-8")
         write_json_atomic(built / MANIFEST_FILE, {
             "format": "nnunet-medaka-report", "run": str(run_dir), "finished": run["finished"],
             "cases": len(ranked), "cases_shown": len(thumbs), "max_cases": max_cases, "images": sorted(
                 [*links.values(), *thumbs.values()]), "missing": run["missing"]})
-        os.chmod(built, 0o755)
-        _replace(built, out)
-    except BaseException:
-        shutil.rmtree(built, ignore_errors=True)
-        raise
     return out / "index.html"
 
 
@@ -499,34 +515,22 @@ def _build_experiment_report(exp_dir: Path, out: Path, max_cases: int, progress:
     from nnunet_medaka.report.experiment_page import collect_experiment, experiment_manifest
 
     exp = collect_experiment(exp_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    built = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with _staged(out) as built:
         links = {name: _copy(path, built, name) for name, path in exp["plots"].items()}
         unit_links, ranked, thumbs = {}, {}, {}
         for key, unit in exp["units"].items():
             sub = _safe_name(key.replace("/", "_"))  # a case may be pseudo-labeled in every unit: one folder each
-            mine = {p.name: _copy(p, built, f"{sub}/quality/{p.name}") for p in unit["quality"]["plots"]}
-            for role, model in unit["models"].items():
-                for fold, png in model["folds"]:
-                    if png is not None:
-                        mine[f"{role}/{fold}"] = _copy(png, built, f"{sub}/curves/{_safe_name(role)}_{fold}.png")
+            unit_links[key] = _copy_unit_plots(unit, built, f"{sub}/")
             ranked[key] = rank_cases(unit["pseudo"]["cases"])
             (built / sub).mkdir(exist_ok=True)
             drawn = _write_thumbnails(unit, ranked[key][:max_cases], built / sub, progress)
             thumbs[key] = {case: f"{sub}/{name}" for case, name in drawn.items()}
-            unit_links[key] = mine
         (built / "index.html").write_text(render_experiment_page(exp, links, unit_links, ranked, thumbs, max_cases),
                                           encoding="utf-8")
         images = [*links.values(), *[v for m in unit_links.values() for v in m.values()],
                   *[v for m in thumbs.values() for v in m.values()]]
         write_json_atomic(built / MANIFEST_FILE, {**experiment_manifest(exp), "max_cases": max_cases,
                                                   "images": sorted(images), "missing": exp["missing"]})
-        os.chmod(built, 0o755)
-        _replace(built, out)
-    except BaseException:
-        shutil.rmtree(built, ignore_errors=True)
-        raise
     return out / "index.html"
 
 
