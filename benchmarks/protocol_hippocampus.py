@@ -76,6 +76,9 @@ def main() -> None:
     p.add_argument("--kd-weight", type=float, help="KD students: kd_weight (0 = the no-KD arm)")
     p.add_argument("--kd-temperature", type=float, help="KD students: kd_temperature")
     p.add_argument("--kd-scales", choices=("all", "full"), help="KD students: kd_scales")
+    p.add_argument("--kd-warmup", type=int, help="KD students: kd_warmup (epochs of linear ramp of the KD weight)")
+    p.add_argument("--student-init", choices=("random", "teacher"), default="random",
+                   help="KD students: start from random weights or from the teacher's (nnUNetv2_train -pretrained_weights)")
     p.add_argument("--summarize-only", action="store_true",
                    help="train nothing: summarize WORK/results/<tag>_seed<k>.json of earlier runs (e.g. seeds run in parallel)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -130,7 +133,8 @@ def main() -> None:
         if args.teacher_tag:
             kd = [("teacher", str(args.work_dir / "models" / f"{args.teacher_tag}_seed{seed}")), ("teacher_folds", [fold])]
             kd += [(k, v) for k, v in (("kd_weight", args.kd_weight), ("kd_temperature", args.kd_temperature),
-                                       ("kd_scales", args.kd_scales)) if v is not None]
+                                       ("kd_scales", args.kd_scales),
+                                       ("kd_warmup", args.kd_warmup)) if v is not None]
         update_config_file(config_file, config_assignments(preset) + [("seed", seed)] + kd)
         train_env["nnunet_medaka_config"] = str(config_file)
         trainer = "KDTrainer" if args.teacher_tag else "SupervisedTrainer"
@@ -138,8 +142,13 @@ def main() -> None:
         if model.exists():
             shutil.rmtree(model)
         t0 = time.perf_counter()
+        init = []
+        if args.teacher_tag and args.student_init == "teacher":
+            init = ["-pretrained_weights", args.work_dir / "models" / f"{args.teacher_tag}_seed{seed}" / f"fold_{fold}"
+                    / "checkpoint_final.pth"]
         run_stock_command("nnUNetv2_train", [DATASET_ID, configuration, fold, "-tr", trainer, "-p", plans,
-                                             "-device", args.device], env=train_env, log_file=logs / f"train_{name}.log")
+                                             "-device", args.device, *init], env=train_env,
+                          log_file=logs / f"train_{name}.log")
         train_s = time.perf_counter() - t0
         kept = args.work_dir / "models" / name
         if kept.exists():
@@ -177,7 +186,8 @@ def main() -> None:
                                             "min": round(min(vals), 4), "max": round(max(vals), 4)}
     print(json.dumps({"data": "MSD Task04 hippocampus (real MRI, CC-BY-SA 4.0)", "labeled": args.labeled,
                       "test": args.test, "split_seed": args.split_seed, "tag": tag, "teacher_tag": args.teacher_tag,
-                      "kd": {k: getattr(args, k) for k in ("kd_weight", "kd_temperature", "kd_scales")},
+                      "kd": {k: getattr(args, k) for k in ("kd_weight", "kd_temperature", "kd_scales", "kd_warmup",
+                                                           "student_init")},
                       "settings": preset, "seeds": args.seeds, "runs": runs, "summary": summary,
                       "cpu_cores": os.cpu_count(), "total_s": round(time.perf_counter() - started, 1)}, indent=2))
 
