@@ -33,7 +33,41 @@ DEMO_SIZE = 80  # phantom voxels along the body
 # sagittal slices show the left and the right eye alike (README, "The demo").
 DEMO_MERGE_EYES = True
 
-__all__ = ["run_demo"]
+__all__ = ["make_phantom_experiment", "run_demo"]
+
+
+def make_phantom_experiment(work_dir: Path, raw: Path, *, n_specimens: int, n_labeled: int, n_test: int, seed: int,
+                            size: int, **phantom_options) -> Path:
+    """SYNTHETIC phantoms -> ``convert microct --crop`` -> ``split``: the demo's dataset, also used by the probes
+    behind its settings (``benchmarks/demo_probe_data.py``).
+
+    Parameters
+    ----------
+    work_dir : Path
+        The phantoms go in ``work_dir/phantom``.
+    raw : Path
+        ``nnUNet_raw``: receives the converted dataset (``SOURCE_ID``) and its split (``EXPERIMENT_ID``).
+    n_specimens, n_labeled, n_test, seed, size
+        Specimens made, labeled and test cases of the split (the rest unlabeled), seed of phantoms and split,
+        phantom voxels along the body.
+    **phantom_options
+        Passed on to `nnunet_medaka.conversion.phantom.make_phantoms` (e.g. ``merge_eyes``, ``slices``).
+
+    Returns
+    -------
+    Path
+        The split dataset's raw folder.
+    """
+    from nnunet_medaka.conversion.convert import convert_microct
+    from nnunet_medaka.conversion.phantom import make_phantoms
+    from nnunet_medaka.conversion.split import split_dataset
+
+    phantoms = make_phantoms(work_dir / "phantom", n_labeled=n_specimens, n_unlabeled=0, seed=seed, size=size,
+                             **phantom_options)
+    source = convert_microct(phantoms["root"], dataset_id=SOURCE_ID, dataset_name="MedakaPhantom",
+                             organs=phantoms["organs_file"], out_dir=raw, crop=True)
+    return split_dataset(source, dataset_id=EXPERIMENT_ID, dataset_name="MedakaPhantomFewLabels",
+                         n_labeled=n_labeled, n_test=n_test, seed=seed, out_dir=raw)
 
 
 def _prepare_work_dir(work_dir: Path, overwrite: bool) -> bool:
@@ -87,9 +121,6 @@ def run_demo(
     dict
         The run's results (``results.json``) and ``total_s``.
     """
-    from nnunet_medaka.conversion.convert import convert_microct
-    from nnunet_medaka.conversion.phantom import make_phantoms
-    from nnunet_medaka.conversion.split import split_dataset
     from nnunet_medaka.environment import make_nnunet_folders
     from nnunet_medaka.pipeline.results import RESULTS_FILE
     from nnunet_medaka.pipeline.run import resolve_settings, run_pipeline
@@ -111,12 +142,8 @@ def run_demo(
         for folder in (work_dir / "phantom", *raw.glob("Dataset80[12]_*")):
             if Path(folder).exists():
                 shutil.rmtree(folder)
-        phantoms = make_phantoms(work_dir / "phantom", n_labeled=n_specimens, n_unlabeled=0, seed=seed, size=size,
-                                 merge_eyes=DEMO_MERGE_EYES)
-        source = convert_microct(phantoms["root"], dataset_id=SOURCE_ID, dataset_name="MedakaPhantom",
-                                 organs=phantoms["organs_file"], out_dir=raw, crop=True)
-        experiment = split_dataset(source, dataset_id=EXPERIMENT_ID, dataset_name="MedakaPhantomFewLabels",
-                                   n_labeled=n_labeled, n_test=n_test, seed=seed, out_dir=raw)
+        experiment = make_phantom_experiment(work_dir, raw, n_specimens=n_specimens, n_labeled=n_labeled,
+                                             n_test=n_test, seed=seed, size=size, merge_eyes=DEMO_MERGE_EYES)
     else:
         say(f"resuming the demo in {work_dir}")
     run_pipeline(str(EXPERIMENT_ID), work_dir / RUN_FOLDER, preset="cpu-demo", overrides=overrides,
