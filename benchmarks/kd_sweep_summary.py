@@ -24,7 +24,7 @@ def loss_term_summary(checkpoint: Path) -> dict:
     out = {}
     for key in ("train_loss_supervised", "train_loss_kd", "train_grad_norm_supervised", "train_grad_norm_kd"):
         values = np.asarray(log.get(key, []), dtype=float)
-        if np.isfinite(values).any():  # the KD norm is not logged when kd_weight is 0
+        if np.isfinite(values).any():
             out[key] = {"first5": round(float(np.nanmean(values[:5])), 4), "last5": round(float(np.nanmean(values[-5:])), 4)}
     return out
 
