@@ -218,6 +218,11 @@ def run_experiment(
     raw, dataset_id, dataset_json = _raw_dataset(dataset)
     n_labeled = sum(1 for p in (raw / "labelsTr").iterdir() if p.name.endswith(dataset_json["file_ending"]))
     problems = _check_choices(rows, fractions, seeds, settings, n_labeled)
+    if (overrides or {}).get("student_init", "random") != "random":
+        problems.append(f"student_init={overrides['student_init']!r}: experiment starts every student from random "
+                        "weights, so that every row trains for the same schedule as its teacher; drop the setting "
+                        "(it is run's)")
+    settings["student_init"] = "random"  # what the units do, whatever the preset's run default
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 100:
         problems.append(f"--bootstrap {n_bootstrap!r}: expected a whole number >= 100")
     if problems:

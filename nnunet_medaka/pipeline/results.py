@@ -47,7 +47,7 @@ def write_run_results(out: Path, scores: Mapping, *, raw: Path, file_ending: str
     delta = scores["student"]["mean"]["IoU"] - scores["teacher"]["mean"]["IoU"]
     results = {
         "dataset": raw.name, "preset": settings["preset"], "scores": scores,
-        "student_minus_teacher_mean_iou": round(delta, 4),
+        "student_minus_teacher_mean_iou": round(delta, 4), "student_init": settings.get("student_init", "random"),
         "pseudo_labels": pseudo, "quality_classifier": quality,
         "paths": {"run": str(out), "plot": str(plot), "overlays": str(overlays), "logs": str(out / "logs"),
                   "predictions": str(out / "predictions"), "pseudo_labels": str(pseudo_dir),
@@ -72,7 +72,11 @@ def run_summary_text(results: Mapping, *, table: Optional[str] = None) -> str:
              f"{results['scores']['teacher']['mean']['IoU']:.3f}, KD student "
              f"{results['scores']['student']['mean']['IoU']:.3f}: the student is {verdict} its teacher "
              f"(Δ {delta:+.3f}) in this single run. One run at one seed is no evidence either way when the difference "
-             "is within the run-to-run spread; `nnunet-medaka experiment --seeds` measures that.", "", "```",
+             "is within the run-to-run spread; `nnunet-medaka experiment --seeds` measures that."
+             + (" The student started from its teacher's weights (`student_init=teacher`), so it trained for the "
+                "teacher's schedule and then its own: a gain over the teacher is not a KD effect by itself "
+                "(`--set student_init=random` for equal schedules)." if results.get("student_init") == "teacher" else ""),
+             "", "```",
              table or comparison_table(results["scores"]), "```"]
     pseudo = results.get("pseudo_labels")
     if pseudo:

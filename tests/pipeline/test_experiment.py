@@ -319,6 +319,7 @@ def test_accept_all_view_reuses_the_prediction(tmp_path):
     ({"fractions": [0.5]}, r"fraction 0.5 of 4 labeled cases leaves 2; the pseudo-\* rows need at least 3"),
     ({"overrides": {"kd_wieght": 1}}, r"unknown run setting 'kd_wieght'"),
     ({"overrides": {"final_validation": False}}, r"final_validation=false: the pseudo-\* rows need"),
+    ({"overrides": {"student_init": "teacher"}}, r"student_init='teacher': experiment starts every student from random"),
 ])
 def test_bad_inputs_give_one_clear_error_and_write_nothing(exp_dataset, in_env, tmp_path, kwargs, message):
     kwargs = {"fractions": [1.0], "seeds": [0], "preset": "cpu-demo", "device": "cpu", **kwargs}
@@ -359,7 +360,10 @@ def test_experiment_two_rows_two_seeds_end_to_end(exp_dataset, nnunet_env, tmp_p
     assert "[3/11] f0.5/s0/teacher/fold0 (rows: teacher, kd-only)" in proc.stdout
     # both seeds' datasets start before the first teacher finishes: independent units overlap
     assert proc.stdout.index("f0.5/s1/dataset") < proc.stdout.index("(f0.5/s0/teacher/fold0) done in")
-    assert "nnUNetv2_train 602 3d_fullres 0 -tr KDTrainer -p nnUNetPlansSmall -device cpu" in proc.stdout
+    # the KD student starts from random weights although cpu-demo's run default is student_init=teacher
+    assert "nnUNetv2_train 602 3d_fullres 0 -tr KDTrainer -p nnUNetPlansSmall -device cpu\n" in proc.stdout
+    assert "-pretrained_weights" not in proc.stdout
+    assert json.loads((out / "experiment_settings.json").read_text())["settings"]["student_init"] == "random"
     records = json.loads((out / STATE_FILE).read_text())["stages"]
     assert sorted(records) == sorted(["plan", *[f"f0.5/s{s}/{n}" for s in (0, 1) for n in (
         "dataset", "teacher/fold0", "teacher/evaluate", "kd-only/fold0", "kd-only/evaluate")]])

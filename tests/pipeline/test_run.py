@@ -151,7 +151,8 @@ def test_parallel_folds_setting_is_checked_and_shares_out_the_cores(monkeypatch)
     from nnunet_medaka.pipeline.run import _threads_per_training, resolve_settings
 
     assert resolve_settings("cpu-demo")["parallel_folds"] == 2 and resolve_settings("quick")["parallel_folds"] == 1
-    assert resolve_settings("cpu-demo")["student_init"] == "teacher" and resolve_settings("quick")["student_init"] == "random"
+    assert resolve_settings("cpu-demo")["student_init"] == "teacher" and resolve_settings("quick")["student_init"] == "teacher"
+    assert resolve_settings("full")["student_init"] == "random"
     for bad in (0, 1.5, True, "2"):
         with pytest.raises(MedakaError, match="parallel_folds=.*expected a whole number >= 1"):
             resolve_settings("cpu-demo", {"parallel_folds": bad})
@@ -163,3 +164,18 @@ def test_parallel_folds_setting_is_checked_and_shares_out_the_cores(monkeypatch)
     assert _threads_per_training(settings, "cpu", 1) is None  # one training: nnU-Net's own choice
     assert _threads_per_training(settings, "cuda", 2) is None
     assert _threads_per_training(dict(settings, cpu_threads=3), "cpu", 2) == 3  # an explicit setting wins
+
+
+def test_summary_says_a_teacher_initialised_student_had_the_longer_schedule():
+    from nnunet_medaka.pipeline.results import run_summary_text
+
+    scores = {role: {"mean": {"IoU": iou}} for role, iou in (("teacher", 0.60), ("student", 0.65))}
+    results = {"dataset": "Dataset932_RunTiny", "preset": "quick", "scores": scores,
+               "student_minus_teacher_mean_iou": 0.05, "pseudo_labels": None, "quality_classifier": None,
+               "paths": {k: k for k in ("plot", "overlays", "logs", "pseudo_labels", "quality")}}
+    text = run_summary_text(dict(results, student_init="teacher"), table="(table)")
+    assert "the student is higher than its teacher (Δ +0.050)" in text
+    assert "started from its teacher's weights (`student_init=teacher`)" in text and "not a KD effect" in text
+    for init in ("random", None):  # results.json of earlier runs have no student_init
+        text = run_summary_text(dict(results, student_init=init) if init else results, table="(table)")
+        assert "student_init=teacher" not in text
