@@ -154,6 +154,7 @@ def summarize_table(table: Sequence[Mapping], *, rows: Sequence[str], fractions:
             if row != "teacher" and teacher:
                 entry["vs_teacher"] = {organ or "overall": _paired(_per_case(values, organ), _per_case(teacher, organ),
                                                                    n_resamples) for organ in [*organs, None]}
+                entry["vs_teacher_per_seed"] = _seed_differences(table, (row, fraction), ("teacher", fraction))
             entries.append(entry)
     return entries
 
@@ -210,13 +211,15 @@ def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fracti
     (a) Does ``pseudo-qc-kd`` beat ``teacher`` (same fraction) by more than the noise (interval over test cases
         above 0 and, with two or more seeds, a gain at every seed)?
     (b) Does ``pseudo-qc-kd`` at the smallest fraction reach ``supervised-all`` (fraction 1) quality?
+    (c) Where ``pseudo-qc`` was run too: does the KD term add to the same filtered pseudo-labels (``pseudo-qc-kd``
+        vs ``pseudo-qc``, same fraction; same rule as (a))?
 
     Returns
     -------
     lines : list of str
         Markdown lines.
     answers : dict
-        The same as data (``a``: per fraction, ``b``), verdicts ``above``, ``below``, ``includes 0``, ``seeds
+        The same as data (``a``: per fraction, ``b``, ``c``: per fraction where both rows ran), verdicts ``above``, ``below``, ``includes 0``, ``seeds
         disagree`` or ``unknown``, with the per-seed differences.
     """
     by_key = {(e["row"], e["fraction"]): e for e in entries}
@@ -270,6 +273,27 @@ def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fracti
         lines.append(f"{head} {word} ({means}){_few_cases(b)}.")
         answers["b"] = {"fraction": smallest, "verdict": v, "per_seed": diffs,
                         **{k: b[k] for k in ("mean", "low", "high", "n")}}
+    answers["c"] = []
+    for fraction in sorted(fractions):
+        method, no_kd = by_key.get(("pseudo-qc-kd", fraction)), by_key.get(("pseudo-qc", fraction))
+        if method is None or no_kd is None:
+            continue
+        b = _paired(_per_case(_case_values(table, "pseudo-qc-kd", fraction), None),
+                    _per_case(_case_values(table, "pseudo-qc", fraction), None), n_resamples)
+        diffs = _seed_differences(table, ("pseudo-qc-kd", fraction), ("pseudo-qc", fraction))
+        v = _verdict(b, diffs)
+        means = (f"mean IoU {_fmt(method['iou']['overall']['mean'])} with KD vs {_fmt(no_kd['iou']['overall']['mean'])} "
+                 f"without, {_interval(b)} over {b['n']} test cases and {len(b['seeds'])} seed(s){_per_seed(diffs)}")
+        word = {"above": "**yes**: the interval excludes 0" + (" (at this one seed)" if n_seeds == 1 else ""),
+                "below": "**no, it costs**: the interval lies below 0" + (" at every seed" if n_seeds > 1 else ""),
+                "includes 0": "**no**: the interval includes 0, no effect of KD beyond the noise",
+                "seeds disagree": "**no**: the interval over test cases excludes 0, but not every seed shows the "
+                                  "difference, so it is not larger than the run-to-run noise",
+                "unknown": "**unknown**: too few test cases for an interval"}[v]
+        lines.append(f"**(c) Does the KD term add to the filtered pseudo-labels (pseudo-qc-kd vs pseudo-qc)? Fraction "
+                     f"{fraction:g}:** {word} ({means}){_few_cases(b)}.")
+        answers["c"].append({"fraction": fraction, "verdict": v, "per_seed": diffs,
+                             **{k: b[k] for k in ("mean", "low", "high", "n")}})
     if n_seeds == 1:
         lines.append("One seed: the std over seeds is unknown, and the intervals cover only the sampling of test "
                      "cases, not the randomness of training; run more `--seeds` before trusting a difference.")
@@ -340,8 +364,8 @@ def _markdown(results: Mapping, answer: list) -> str:
              f"({', '.join(map(str, results['seeds']))}); Δ vs teacher of the same fraction with its 95 % paired "
              "bootstrap interval; wall time: the row's own units / everything it needs (shared units included), "
              "summed over seeds.", "",
-             "| row | fraction | IoU | Dice | Δ IoU vs teacher [95 % CI] | wall own / total (s) |",
-             "|---|---|---|---|---|---|"]
+             "| row | fraction | IoU | Dice | Δ IoU vs teacher [95 % CI] | per seed Δ | wall own / total (s) |",
+             "|---|---|---|---|---|---|---|"]
     def ms(m: Mapping) -> str:
         if m["mean"] is None:
             return "n/a"
@@ -352,8 +376,9 @@ def _markdown(results: Mapping, answer: list) -> str:
         delta = "—" if vs is None else (f"{_fmt(vs['overall']['mean'], True)} [{_fmt(vs['overall']['low'], True)}, "
                                        f"{_fmt(vs['overall']['high'], True)}]")
         wall = e.get("wall_s") or {}
+        per_seed = " / ".join(_fmt(d, True) for d in e.get("vs_teacher_per_seed") or []) or "—"
         lines.append(f"| {e['row']} | {e['fraction']:g} | {ms(e['iou']['overall'])} | {ms(e['dice_overall'])} | {delta} | "
-                     f"{wall.get('own', 'n/a')} / {wall.get('total', 'n/a')} |")
+                     f"{per_seed} | {wall.get('own', 'n/a')} / {wall.get('total', 'n/a')} |")
     lines += ["", "Mean IoU per organ (± std over seeds):", "",
               "| row | fraction | " + " | ".join(organs) + " |", "|---|---|" + "---|" * len(organs)]
     for e in results["rows"]:

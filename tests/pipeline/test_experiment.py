@@ -117,6 +117,32 @@ def test_results_md_says_no_when_the_seeds_disagree(tmp_path):
     assert [round(d, 2) for d in a["per_seed"]] == [0.03, 0.03, -0.01]
     assert "**no**: the interval over test cases excludes 0, but not every seed shows the difference" in md
     assert re.search(r"per seed Δ \+0\.03\d / \+0\.03\d / -0\.01\d\)", md)
+    assert "(c) Does the KD term" not in md and res["answers"]["c"] == []  # pseudo-qc was not run
+
+
+def test_results_md_says_what_the_kd_term_adds_to_the_filtered_pseudo_labels(tmp_path):
+    # pseudo-qc beats the teacher; KD costs at every seed at 0.33, at two of three seeds at 1
+    effects = {("teacher", 1.0): 0.1, ("teacher", 0.33): 0.0, ("pseudo-qc", 1.0): 0.1, ("pseudo-qc", 0.33): 0.03,
+               ("pseudo-qc-kd", 1.0): 0.1, ("pseudo-qc-kd", 0.33): 0.03, ("supervised-all", 1.0): 0.1}
+    table = _table(effects, seeds=(0, 1, 2))
+    cost = {(0.33, 0): -0.02, (0.33, 1): -0.01, (0.33, 2): -0.015, (1.0, 0): -0.02, (1.0, 1): -0.02, (1.0, 2): 0.005}
+    for r in table:
+        if r["row"] == "pseudo-qc-kd":
+            r["IoU"] += cost[(r["fraction"], r["seed"])]
+    write_experiment_results(tmp_path, table, dataset="Dataset500_Hand", preset="quick", settings={"tau": 0.7},
+                             rows=["teacher", "pseudo-qc", "pseudo-qc-kd", "supervised-all"], fractions=[1.0, 0.33],
+                             seeds=[0, 1, 2], organs=["sphere", "box"], n_test=12)
+    md = (tmp_path / "results.md").read_text()
+    c = {x["fraction"]: x for x in json.loads((tmp_path / "results.json").read_text())["answers"]["c"]}
+    assert c[0.33]["verdict"] == "below" and c[0.33]["high"] < 0
+    assert c[0.33]["per_seed"] == pytest.approx([-0.02, -0.01, -0.015], abs=0.005)
+    assert c[1.0]["verdict"] == "seeds disagree" and c[1.0]["high"] < 0
+    assert "**(c) Does the KD term add to the filtered pseudo-labels (pseudo-qc-kd vs pseudo-qc)? Fraction 0.33:** " \
+           "**no, it costs**: the interval lies below 0 at every seed" in md
+    assert "Fraction 1:** **no**: the interval over test cases excludes 0, but not every seed shows" in md
+    # the table gives every row's per-seed difference from its teacher
+    row = next(line for line in md.splitlines() if line.startswith("| pseudo-qc | 0.33 |"))
+    assert re.search(r"\| (\+0\.0[23]\d / ){2}\+0\.0[23]\d \|", row)
 
 
 def test_results_md_qualifies_a_win_on_few_cases_and_one_seed(tmp_path):
