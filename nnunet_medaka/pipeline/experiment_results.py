@@ -219,8 +219,8 @@ def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fracti
     lines : list of str
         Markdown lines.
     answers : dict
-        The same as data (``a``: per fraction, ``b``, ``c``: per fraction where both rows ran), verdicts ``above``, ``below``, ``includes 0``, ``seeds
-        disagree`` or ``unknown``, with the per-seed differences.
+        The same as data (``a``: per fraction, ``b``, ``c``: per fraction where both rows ran), verdicts
+        ``above``, ``below``, ``includes 0``, ``seeds disagree`` or ``unknown``, with the per-seed differences.
     """
     by_key = {(e["row"], e["fraction"]): e for e in entries}
     lines, answers = [], {"a": [], "b": None}
