@@ -223,8 +223,24 @@ def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fracti
         ``above``, ``below``, ``includes 0``, ``seeds disagree`` or ``unknown``, with the per-seed differences.
     """
     by_key = {(e["row"], e["fraction"]): e for e in entries}
-    lines, answers = [], {"a": [], "b": None}
+    lines, answers = [], {"a": [], "b": None, "c": []}
     n_seeds = len(seeds)
+
+    def answer(head: str, boot: Mapping, diffs: list, words: Mapping[str, str], means: str, fraction: float) -> dict:
+        """Append the line that answers one question (``words`` per verdict); return its record."""
+        v = _verdict(boot, diffs)
+        lines.append(f"{head} {words[v]} ({means}, {_interval(boot)} over {boot['n']} test cases and "
+                     f"{len(boot['seeds'])} seed(s){_per_seed(diffs)}){_few_cases(boot)}.")
+        return {"fraction": fraction, "verdict": v, "per_seed": diffs, **{k: boot[k] for k in ("mean", "low", "high", "n")}}
+
+    def versus(a: tuple, b: tuple) -> tuple:
+        """(row, fraction) a minus b: the paired bootstrap over test cases and the per-seed differences."""
+        boot = _paired(_per_case(_case_values(table, *a), None), _per_case(_case_values(table, *b), None), n_resamples)
+        return boot, _seed_differences(table, a, b)
+
+    unknown = "**unknown**: too few test cases for an interval"
+    seeds_disagree = ("**no**: the interval over test cases excludes 0, but not every seed shows the difference, so it "
+                      "is not larger than the run-to-run noise")
     for fraction in sorted(fractions):
         method, teacher = by_key.get(("pseudo-qc-kd", fraction)), by_key.get(("teacher", fraction))
         head = f"**(a) Does the full method (pseudo-qc-kd) beat its teacher by more than the noise? Fraction {fraction:g}:**"
@@ -232,21 +248,15 @@ def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fracti
             lines.append(f"{head} not answered: rows pseudo-qc-kd and teacher were not both run at this fraction.")
             answers["a"].append({"fraction": fraction, "verdict": "not run"})
             continue
-        b = method["vs_teacher"]["overall"]
-        diffs = _seed_differences(table, ("pseudo-qc-kd", fraction), ("teacher", fraction))
-        v = _verdict(b, diffs)
-        means = (f"mean IoU {_fmt(method['iou']['overall']['mean'])} vs teacher {_fmt(teacher['iou']['overall']['mean'])}, "
-                 f"{_interval(b)} over {b['n']} test cases and {len(b['seeds'])} seed(s){_per_seed(diffs)}")
-        word = {"above": "**yes**" + (" (at this one seed)" if n_seeds == 1 else "") + ": the interval excludes 0, the "
-                         "method is better than its teacher beyond the noise",
-                "below": "**no**: the interval lies below 0, the method is worse than its teacher",
-                "includes 0": "**no**: the interval includes 0, so no gain beyond the noise is shown",
-                "seeds disagree": "**no**: the interval over test cases excludes 0, but not every seed shows the "
-                                  "difference, so it is not larger than the run-to-run noise",
-                "unknown": "**unknown**: too few test cases for an interval"}[v]
-        lines.append(f"{head} {word} ({means}){_few_cases(b)}.")
-        answers["a"].append({"fraction": fraction, "verdict": v, "per_seed": diffs,
-                             **{k: b[k] for k in ("mean", "low", "high", "n")}})
+        words = {"above": "**yes**" + (" (at this one seed)" if n_seeds == 1 else "") + ": the interval excludes 0, the "
+                          "method is better than its teacher beyond the noise",
+                 "below": "**no**: the interval lies below 0, the method is worse than its teacher",
+                 "includes 0": "**no**: the interval includes 0, so no gain beyond the noise is shown",
+                 "seeds disagree": seeds_disagree, "unknown": unknown}
+        means = f"mean IoU {_fmt(method['iou']['overall']['mean'])} vs teacher {_fmt(teacher['iou']['overall']['mean'])}"
+        # the comparison with the teacher is already in the row's entry (`summarize_table`)
+        answers["a"].append(answer(head, method["vs_teacher"]["overall"], method["vs_teacher_per_seed"], words, means,
+                                   fraction))
     smallest = min(fractions)
     head = (f"**(b) Does pseudo-qc-kd at the smallest fraction ({smallest:g}) reach supervised-all (fraction 1) "
             f"quality?**")
@@ -256,44 +266,31 @@ def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fracti
         lines.append(f"{head} not answered: {why}.")
         answers["b"] = {"fraction": smallest, "verdict": "not run"}
     else:
-        values = _case_values(table, "pseudo-qc-kd", smallest)
-        b = _paired(_per_case(values, None), _per_case(_case_values(table, "supervised-all", 1.0), None), n_resamples)
-        diffs = _seed_differences(table, ("pseudo-qc-kd", smallest), ("supervised-all", 1.0))
-        v = _verdict(b, diffs)
-        means = (f"mean IoU {_fmt(method['iou']['overall']['mean'])} vs {_fmt(reference['iou']['overall']['mean'])}, "
-                 f"{_interval(b)} over {b['n']} test cases and {len(b['seeds'])} seed(s){_per_seed(diffs)}")
-        word = {"above": "**yes, and beyond**: the interval lies above 0",
-                "below": "**no**: the interval lies below 0, it stays below supervised-all",
-                "seeds disagree": "**not shown**: the interval over test cases excludes 0, but not every seed agrees "
-                                  "on the sign, so the difference is not larger than the run-to-run noise",
-                "includes 0": ("**not shown**: the interval includes 0, so no difference is detectable here; that is "
-                               f"not proof of equal quality (it may be up to {_fmt(-b['low'])} IoU worse)"
-                               if b["low"] is not None else "**not shown**"),
-                "unknown": "**unknown**: too few test cases for an interval"}[v]
-        lines.append(f"{head} {word} ({means}){_few_cases(b)}.")
-        answers["b"] = {"fraction": smallest, "verdict": v, "per_seed": diffs,
-                        **{k: b[k] for k in ("mean", "low", "high", "n")}}
-    answers["c"] = []
+        b, diffs = versus(("pseudo-qc-kd", smallest), ("supervised-all", 1.0))
+        words = {"above": "**yes, and beyond**: the interval lies above 0",
+                 "below": "**no**: the interval lies below 0, it stays below supervised-all",
+                 "seeds disagree": "**not shown**: the interval over test cases excludes 0, but not every seed agrees "
+                                   "on the sign, so the difference is not larger than the run-to-run noise",
+                 "includes 0": ("**not shown**: the interval includes 0, so no difference is detectable here; that is "
+                                f"not proof of equal quality (it may be up to {_fmt(-b['low'])} IoU worse)"
+                                if b["low"] is not None else "**not shown**"),
+                 "unknown": unknown}
+        means = f"mean IoU {_fmt(method['iou']['overall']['mean'])} vs {_fmt(reference['iou']['overall']['mean'])}"
+        answers["b"] = answer(head, b, diffs, words, means, smallest)
     for fraction in sorted(fractions):
         method, no_kd = by_key.get(("pseudo-qc-kd", fraction)), by_key.get(("pseudo-qc", fraction))
         if method is None or no_kd is None:
             continue
-        b = _paired(_per_case(_case_values(table, "pseudo-qc-kd", fraction), None),
-                    _per_case(_case_values(table, "pseudo-qc", fraction), None), n_resamples)
-        diffs = _seed_differences(table, ("pseudo-qc-kd", fraction), ("pseudo-qc", fraction))
-        v = _verdict(b, diffs)
+        b, diffs = versus(("pseudo-qc-kd", fraction), ("pseudo-qc", fraction))
+        words = {"above": "**yes**: the interval excludes 0" + (" (at this one seed)" if n_seeds == 1 else ""),
+                 "below": "**no, it costs**: the interval lies below 0" + (" at every seed" if n_seeds > 1 else ""),
+                 "includes 0": "**no**: the interval includes 0, no effect of KD beyond the noise",
+                 "seeds disagree": seeds_disagree, "unknown": unknown}
         means = (f"mean IoU {_fmt(method['iou']['overall']['mean'])} with KD vs {_fmt(no_kd['iou']['overall']['mean'])} "
-                 f"without, {_interval(b)} over {b['n']} test cases and {len(b['seeds'])} seed(s){_per_seed(diffs)}")
-        word = {"above": "**yes**: the interval excludes 0" + (" (at this one seed)" if n_seeds == 1 else ""),
-                "below": "**no, it costs**: the interval lies below 0" + (" at every seed" if n_seeds > 1 else ""),
-                "includes 0": "**no**: the interval includes 0, no effect of KD beyond the noise",
-                "seeds disagree": "**no**: the interval over test cases excludes 0, but not every seed shows the "
-                                  "difference, so it is not larger than the run-to-run noise",
-                "unknown": "**unknown**: too few test cases for an interval"}[v]
-        lines.append(f"**(c) Does the KD term add to the filtered pseudo-labels (pseudo-qc-kd vs pseudo-qc)? Fraction "
-                     f"{fraction:g}:** {word} ({means}){_few_cases(b)}.")
-        answers["c"].append({"fraction": fraction, "verdict": v, "per_seed": diffs,
-                             **{k: b[k] for k in ("mean", "low", "high", "n")}})
+                 "without")
+        head = (f"**(c) Does the KD term add to the filtered pseudo-labels (pseudo-qc-kd vs pseudo-qc)? Fraction "
+                f"{fraction:g}:**")
+        answers["c"].append(answer(head, b, diffs, words, means, fraction))
     if n_seeds == 1:
         lines.append("One seed: the std over seeds is unknown, and the intervals cover only the sampling of test "
                      "cases, not the randomness of training; run more `--seeds` before trusting a difference.")
