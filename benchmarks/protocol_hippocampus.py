@@ -129,12 +129,14 @@ def main() -> None:
         config_file = args.work_dir / "configs" / f"{name}.json"
         config_file.parent.mkdir(parents=True, exist_ok=True)
         config_file.unlink(missing_ok=True)
-        kd = []
+        kd, init = [], []
         if args.teacher_tag:
-            kd = [("teacher", str(args.work_dir / "models" / f"{args.teacher_tag}_seed{seed}")), ("teacher_folds", [fold])]
+            teacher = args.work_dir / "models" / f"{args.teacher_tag}_seed{seed}"
+            kd = [("teacher", str(teacher)), ("teacher_folds", [fold])]
             kd += [(k, v) for k, v in (("kd_weight", args.kd_weight), ("kd_temperature", args.kd_temperature),
-                                       ("kd_scales", args.kd_scales),
-                                       ("kd_warmup", args.kd_warmup)) if v is not None]
+                                       ("kd_scales", args.kd_scales), ("kd_warmup", args.kd_warmup)) if v is not None]
+            if args.student_init == "teacher":
+                init = ["-pretrained_weights", teacher / f"fold_{fold}" / "checkpoint_final.pth"]
         update_config_file(config_file, config_assignments(preset) + [("seed", seed)] + kd)
         train_env["nnunet_medaka_config"] = str(config_file)
         trainer = "KDTrainer" if args.teacher_tag else "SupervisedTrainer"
@@ -142,10 +144,6 @@ def main() -> None:
         if model.exists():
             shutil.rmtree(model)
         t0 = time.perf_counter()
-        init = []
-        if args.teacher_tag and args.student_init == "teacher":
-            init = ["-pretrained_weights", args.work_dir / "models" / f"{args.teacher_tag}_seed{seed}" / f"fold_{fold}"
-                    / "checkpoint_final.pth"]
         run_stock_command("nnUNetv2_train", [DATASET_ID, configuration, fold, "-tr", trainer, "-p", plans,
                                              "-device", args.device, *init], env=train_env,
                           log_file=logs / f"train_{name}.log")
