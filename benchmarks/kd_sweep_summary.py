@@ -6,6 +6,9 @@ one JSON object (per setting: seeds, mean Dice and IoU, the student − teacher 
 of each loss term over the last five epochs) followed by the same as a Markdown table.
 
     python benchmarks/kd_sweep_summary.py --work-dir bench_output/proto --teacher-tag 2d_b8_f16_e30x100_lr0.05
+
+``--eval-set unlabeled`` tables the scores on the unlabeled pool (``protocol_hippocampus.py --eval-set unlabeled``,
+files ``<tag>_seed<k>_unlabeled.json``) instead of the test set.
 """
 import argparse
 import json
@@ -39,11 +42,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work-dir", type=Path, default=Path("bench_output/proto"))
     p.add_argument("--teacher-tag", required=True)
+    p.add_argument("--eval-set", choices=("test", "unlabeled"), default="test")
     args = p.parse_args()
 
     results = args.work_dir / "results"
-    pattern = re.compile(rf"^(?P<setting>.+)_{re.escape(args.teacher_tag)}_seed(?P<seed>\d+)\.json$")
-    teacher_file = re.compile(rf"^{re.escape(args.teacher_tag)}_seed(\d+)\.json$")
+    suffix = "" if args.eval_set == "test" else re.escape(f"_{args.eval_set}")
+    pattern = re.compile(rf"^(?P<setting>.+)_{re.escape(args.teacher_tag)}_seed(?P<seed>\d+){suffix}\.json$")
+    teacher_file = re.compile(rf"^{re.escape(args.teacher_tag)}_seed(\d+){suffix}\.json$")
     teacher = {int(m.group(1)): json.loads(f.read_text()) for f in sorted(results.glob("*.json"))
                if (m := teacher_file.match(f.name))}
     settings: dict = {}
@@ -64,7 +69,7 @@ def main() -> None:
                          "per_organ_dice": {o: [runs[s]["scores"][o]["Dice"] for s in seeds]
                                             for o in runs[seeds[0]]["scores"] if o != "mean"},
                          "dice_minus_teacher": [round(d, 4) for d in delta], "grad_norm_last5_epochs": norms}
-    print(json.dumps({"teacher_tag": args.teacher_tag,
+    print(json.dumps({"teacher_tag": args.teacher_tag, "eval_set": args.eval_set,
                       "teacher_mean_dice": {s: teacher[s]["scores"]["mean"]["Dice"] for s in sorted(teacher)},
                       "settings": rows}, indent=2))
 

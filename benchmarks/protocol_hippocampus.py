@@ -12,6 +12,10 @@ teacher). Prints one JSON object: per seed per label Dice/IoU, mean ± std over 
 With ``--teacher-tag T`` it trains KD students instead (``-tr KDTrainer``, same data, schedule and network), each
 against the teacher of the same seed kept in ``WORK/models/T_seed<k>``; ``--kd-weight 0`` gives the no-KD arm with
 the identical trainer (KD term weighted 0).
+
+``--eval-set unlabeled`` scores the cases that are neither labeled nor test (the split keeps their ground truth
+aside) instead of the test set: a validation set for confirming a choice that was read off the test cases.
+``--evaluate-only`` predicts and scores the models already kept in ``WORK/models`` without training.
 """
 import argparse
 import json
@@ -23,6 +27,7 @@ from pathlib import Path
 
 from nnunet_medaka.config import update_config_file
 from nnunet_medaka.conversion.convert import convert_msd
+from nnunet_medaka.conversion.raw_dataset import UNLABELED_GT, UNLABELED_IMAGES
 from nnunet_medaka.conversion.split import split_dataset
 from nnunet_medaka.environment import planning_environ, run_stock_command
 from nnunet_medaka.pipeline.experiment import experiment_environ
@@ -79,6 +84,9 @@ def main() -> None:
     p.add_argument("--kd-warmup", type=int, help="KD students: kd_warmup (epochs of linear ramp of the KD weight)")
     p.add_argument("--student-init", choices=("random", "teacher"), default="random",
                    help="KD students: start from random weights or from the teacher's (nnUNetv2_train -pretrained_weights)")
+    p.add_argument("--eval-set", choices=("test", "unlabeled"), default="test",
+                   help="score the test set (default) or the unlabeled pool, whose ground truth the split keeps aside")
+    p.add_argument("--evaluate-only", action="store_true", help="predict and score the kept models; no training")
     p.add_argument("--summarize-only", action="store_true",
                    help="train nothing: summarize WORK/results/<tag>_seed<k>.json of earlier runs (e.g. seeds run in parallel)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -119,59 +127,66 @@ def main() -> None:
     logs = args.work_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     fold = str(preset["fold"])
+    images, truth = ("imagesTs", "labelsTs") if args.eval_set == "test" else (UNLABELED_IMAGES, UNLABELED_GT)
+    suffix = "" if args.eval_set == "test" else f"_{args.eval_set}"
     runs = {}
     for seed in args.seeds if not args.summarize_only else ():
         name = f"{tag}_seed{seed}"
-        # Each variant and seed trains under its own plans name (hence model folder) and config file, so that
-        # runs can go side by side; the plans differ only in their name.
-        plans = f"nnUNetPlans_{name}"
-        write_plans(plans)
-        config_file = args.work_dir / "configs" / f"{name}.json"
-        config_file.parent.mkdir(parents=True, exist_ok=True)
-        config_file.unlink(missing_ok=True)
-        kd, init = [], []
-        if args.teacher_tag:
-            teacher = args.work_dir / "models" / f"{args.teacher_tag}_seed{seed}"
-            kd = [("teacher", str(teacher)), ("teacher_folds", [fold])]
-            kd += [(k, v) for k, v in (("kd_weight", args.kd_weight), ("kd_temperature", args.kd_temperature),
-                                       ("kd_scales", args.kd_scales), ("kd_warmup", args.kd_warmup)) if v is not None]
-            if args.student_init == "teacher":
-                init = ["-pretrained_weights", teacher / f"fold_{fold}" / "checkpoint_final.pth"]
-        update_config_file(config_file, config_assignments(preset) + [("seed", seed)] + kd)
-        train_env["nnunet_medaka_config"] = str(config_file)
-        trainer = "KDTrainer" if args.teacher_tag else "SupervisedTrainer"
-        model = Path(env["nnUNet_results"]) / experiment.name / f"{trainer}__{plans}__{configuration}"
-        if model.exists():
-            shutil.rmtree(model)
-        t0 = time.perf_counter()
-        run_stock_command("nnUNetv2_train", [DATASET_ID, configuration, fold, "-tr", trainer, "-p", plans,
-                                             "-device", args.device, *init], env=train_env,
-                          log_file=logs / f"train_{name}.log")
-        train_s = time.perf_counter() - t0
         kept = args.work_dir / "models" / name
-        if kept.exists():
-            shutil.rmtree(kept)
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(model), kept)
-        pred = args.work_dir / "predictions" / name
+        train_s = None
+        if not args.evaluate_only:
+            # Each variant and seed trains under its own plans name (hence model folder) and config file, so that
+            # runs can go side by side; the plans differ only in their name.
+            plans = f"nnUNetPlans_{name}"
+            write_plans(plans)
+            config_file = args.work_dir / "configs" / f"{name}.json"
+            config_file.parent.mkdir(parents=True, exist_ok=True)
+            config_file.unlink(missing_ok=True)
+            kd, init = [], []
+            if args.teacher_tag:
+                teacher = args.work_dir / "models" / f"{args.teacher_tag}_seed{seed}"
+                kd = [("teacher", str(teacher)), ("teacher_folds", [fold])]
+                kd += [(k, v) for k, v in (("kd_weight", args.kd_weight), ("kd_temperature", args.kd_temperature),
+                                           ("kd_scales", args.kd_scales), ("kd_warmup", args.kd_warmup)) if v is not None]
+                if args.student_init == "teacher":
+                    init = ["-pretrained_weights", teacher / f"fold_{fold}" / "checkpoint_final.pth"]
+            update_config_file(config_file, config_assignments(preset) + [("seed", seed)] + kd)
+            train_env["nnunet_medaka_config"] = str(config_file)
+            trainer = "KDTrainer" if args.teacher_tag else "SupervisedTrainer"
+            model = Path(env["nnUNet_results"]) / experiment.name / f"{trainer}__{plans}__{configuration}"
+            if model.exists():
+                shutil.rmtree(model)
+            t0 = time.perf_counter()
+            run_stock_command("nnUNetv2_train", [DATASET_ID, configuration, fold, "-tr", trainer, "-p", plans,
+                                                 "-device", args.device, *init], env=train_env,
+                              log_file=logs / f"train_{name}.log")
+            train_s = time.perf_counter() - t0
+            if kept.exists():
+                shutil.rmtree(kept)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(model), kept)
+        elif not kept.is_dir():
+            raise SystemExit(f"{kept}: no kept model to evaluate; train it first (drop --evaluate-only)")
+        pred = args.work_dir / "predictions" / f"{name}{suffix}"
         if pred.exists():
             shutil.rmtree(pred)
         t0 = time.perf_counter()
         run_stock_command("nnUNetv2_predict_from_modelfolder", [
-            "-i", experiment / "imagesTs", "-o", pred, "-m", kept, "-f", fold, "-device", args.device,
-            "--disable_tta", "-npp", 1, "-nps", 1], env=env, log_file=logs / f"predict_{name}.log")
-        run_stock_command("nnUNetv2_evaluate_folder", [experiment / "labelsTs", pred, "-djfile", kept / "dataset.json",
+            "-i", experiment / images, "-o", pred, "-m", kept, "-f", fold, "-device", args.device,
+            "--disable_tta", "-npp", 1, "-nps", 1], env=env, log_file=logs / f"predict_{name}{suffix}.log")
+        run_stock_command("nnUNetv2_evaluate_folder", [experiment / truth, pred, "-djfile", kept / "dataset.json",
                                                        "-pfile", kept / "plans.json"], env=env,
-                          log_file=logs / f"evaluate_{name}.log")
+                          log_file=logs / f"evaluate_{name}{suffix}.log")
         scores = per_label_scores(pred / "summary.json", labels)
-        runs[seed] = {"scores": scores, "train_s": round(train_s, 1), "predict_evaluate_s": round(time.perf_counter() - t0, 1),
-                      "model": str(kept)}
+        runs[seed] = {"scores": scores, "eval_set": args.eval_set,
+                      "train_s": round(train_s, 1) if train_s is not None else None,
+                      "predict_evaluate_s": round(time.perf_counter() - t0, 1), "model": str(kept)}
         (args.work_dir / "results").mkdir(exist_ok=True)
-        (args.work_dir / "results" / f"{name}.json").write_text(json.dumps({"seed": seed, **runs[seed]}, indent=2))
+        (args.work_dir / "results" / f"{name}{suffix}.json").write_text(json.dumps({"seed": seed, **runs[seed]}, indent=2))
         print(json.dumps({"seed": seed, **runs[seed]}), flush=True)
     if args.summarize_only:
         for seed in args.seeds:
-            runs[seed] = json.loads((args.work_dir / "results" / f"{tag}_seed{seed}.json").read_text())
+            runs[seed] = json.loads((args.work_dir / "results" / f"{tag}_seed{seed}{suffix}.json").read_text())
 
     organs = [k for k in labels if k != "background"]
     summary = {}
@@ -183,7 +198,8 @@ def main() -> None:
                                             "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0,
                                             "min": round(min(vals), 4), "max": round(max(vals), 4)}
     print(json.dumps({"data": "MSD Task04 hippocampus (real MRI, CC-BY-SA 4.0)", "labeled": args.labeled,
-                      "test": args.test, "split_seed": args.split_seed, "tag": tag, "teacher_tag": args.teacher_tag,
+                      "test": args.test, "eval_set": args.eval_set, "split_seed": args.split_seed, "tag": tag,
+                      "teacher_tag": args.teacher_tag,
                       "kd": {k: getattr(args, k) for k in ("kd_weight", "kd_temperature", "kd_scales", "kd_warmup",
                                                            "student_init")},
                       "settings": preset, "seeds": args.seeds, "runs": runs, "summary": summary,
