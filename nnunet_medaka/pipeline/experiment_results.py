@@ -26,8 +26,8 @@ import numpy as np
 from nnunet_medaka.config import write_json_atomic
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["answer_lines", "paired_bootstrap", "quality_on_unlabeled", "read_case_scores", "summarize_table",
-           "write_experiment_results"]
+__all__ = ["answer_lines", "compare_rows", "paired_bootstrap", "quality_on_unlabeled", "read_case_scores",
+           "read_results_csv", "summarize_table", "write_experiment_results"]
 
 CSV_COLUMNS = ("row", "fraction", "seed", "case", "organ", "IoU", "Dice")
 MIN_CASES = 10  # below this many test cases the answers add that the bootstrap understates the uncertainty
@@ -53,6 +53,28 @@ def read_case_scores(summary_file: os.PathLike | str, labels: Mapping[str, int],
         scores[case] = {organ: {m: float(entry["metrics"][value][m]) for m in ("IoU", "Dice")}
                         for value, organ in organs.items() if value in entry["metrics"]}
     return scores
+
+
+def read_results_csv(path: os.PathLike | str) -> list:
+    """An experiment's ``results.csv`` as the table the functions here take (fraction and scores as floats, seed as
+    int, NaN kept).
+
+    Raises
+    ------
+    MedakaError
+        For a missing file or one without the expected columns.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            lines = list(csv.DictReader(f))
+        return [{"row": r["row"], "fraction": float(r["fraction"]), "seed": int(r["seed"]), "case": r["case"],
+                 "organ": r["organ"], "IoU": float(r["IoU"]), "Dice": float(r["Dice"])} for r in lines]
+    except OSError as e:
+        raise MedakaError(f"{path}: cannot read ({e.strerror}); give an experiment folder's results.csv") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise MedakaError(f"{path}: not an experiment results.csv (columns {', '.join(CSV_COLUMNS)}; "
+                          f"{type(e).__name__}: {e})") from None
 
 
 def paired_bootstrap(differences: Sequence[float], *, n_resamples: int = 2000, seed: int = 0,
@@ -200,6 +222,31 @@ def _seed_differences(table: Sequence[Mapping], a: tuple, b: tuple) -> list:
     return out
 
 
+def compare_rows(table: Sequence[Mapping], a: tuple, b: tuple, *, n_resamples: int = 2000) -> dict:
+    """Mean IoU of (row, fraction) ``a`` minus (row, fraction) ``b``, by the rule every answer uses.
+
+    Parameters
+    ----------
+    table : sequence of mapping
+        ``results.csv`` lines as dicts; rows of two experiments can be compared after renaming one's rows.
+    a, b : tuple
+        ``(row, fraction)``.
+    n_resamples : int
+        Bootstrap resamples.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``low``, ``high``, ``n`` (test cases) and ``seeds`` of the paired bootstrap over test cases (each
+        case's difference averaged over the seeds both have), ``per_seed`` (each seed's difference of mean IoU) and
+        ``verdict``: ``above``/``below`` when the interval excludes 0 and every seed has that sign, else
+        ``seeds disagree``, ``includes 0`` or ``unknown``.
+    """
+    boot = _paired(_per_case(_case_values(table, *a), None), _per_case(_case_values(table, *b), None), n_resamples)
+    diffs = _seed_differences(table, a, b)
+    return {**boot, "per_seed": diffs, "verdict": _verdict(boot, diffs)}
+
+
 def _per_seed(diffs: Sequence[float]) -> str:
     return f"; per seed Δ {' / '.join(_fmt(d, True) for d in diffs)}" if len(diffs) >= 2 else ""
 
@@ -235,8 +282,8 @@ def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fracti
 
     def versus(a: tuple, b: tuple) -> tuple:
         """(row, fraction) a minus b: the paired bootstrap over test cases and the per-seed differences."""
-        boot = _paired(_per_case(_case_values(table, *a), None), _per_case(_case_values(table, *b), None), n_resamples)
-        return boot, _seed_differences(table, a, b)
+        c = compare_rows(table, a, b, n_resamples=n_resamples)
+        return c, c["per_seed"]
 
     unknown = "**unknown**: too few test cases for an interval"
     seeds_disagree = ("**no**: the interval over test cases excludes 0, but not every seed shows the difference, so it "

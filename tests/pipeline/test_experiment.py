@@ -14,7 +14,9 @@ from helpers import TINY_RUN, make_raw_dataset, run_checked, tool, write_nifti
 from nnunet_medaka.conversion.split import split_dataset
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.pipeline.experiment_command import STATE_FILE, run_experiment
-from nnunet_medaka.pipeline.experiment_results import paired_bootstrap, write_experiment_results
+from nnunet_medaka.pipeline.experiment_results import (
+    compare_rows, paired_bootstrap, read_results_csv, write_experiment_results,
+)
 from nnunet_medaka.pipeline.experiment_units import ROWS, UnitGraph, accept_all_view, draw_labeled
 from nnunet_medaka.pipeline.graph import Node, node_fingerprints, run_nodes
 from nnunet_medaka.pipeline.state import RunState
@@ -153,6 +155,33 @@ def test_results_md_qualifies_a_win_on_few_cases_and_one_seed(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "Fraction 0.5:** **yes** (at this one seed): the interval excludes 0" in md
     assert "only 4 test cases: a bootstrap over so few cases understates the uncertainty" in md
+
+
+def test_two_experiments_compare_through_their_results_csv(tmp_path):
+    # experiment B's students are better by a seed-dependent margin; the CSV round trip keeps the numbers
+    effects = {("teacher", 0.33): 0.0, ("pseudo-qc-kd", 0.33): 0.02}
+    a = _table(effects, seeds=(0, 1, 2))
+    gain = {0: 0.01, 1: 0.02, 2: 0.015}
+    b = [dict(r, IoU=r["IoU"] + gain[r["seed"]]) if r["row"] == "pseudo-qc-kd" else r for r in a]
+    for name, table in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        write_experiment_results(tmp_path / name, table, dataset="Dataset500_Hand", preset="quick",
+                                 settings={"tau": 0.7}, rows=["teacher", "pseudo-qc-kd"], fractions=[0.33],
+                                 seeds=[0, 1, 2], organs=["sphere", "box"], n_test=12)
+    read_a, read_b = (read_results_csv(tmp_path / n / "results.csv") for n in "ab")
+    assert read_a[0]["fraction"] == 0.33 and read_a[0]["seed"] == 0 and read_a[0]["IoU"] == pytest.approx(a[0]["IoU"])
+    table = [dict(r, row="A") for r in read_a if r["row"] == "pseudo-qc-kd"] + \
+            [dict(r, row="B") for r in read_b if r["row"] == "pseudo-qc-kd"]
+    c = compare_rows(table, ("B", 0.33), ("A", 0.33))
+    assert c["verdict"] == "above" and c["n"] == 12 and c["seeds"] == [0, 1, 2]
+    assert c["per_seed"] == pytest.approx([0.01, 0.02, 0.015], abs=1e-5)
+    assert compare_rows(table, ("A", 0.33), ("B", 0.33))["verdict"] == "below"
+    # a seed that goes the other way makes the same interval "seeds disagree"
+    flipped = [dict(r, IoU=r["IoU"] - 0.02) if r["row"] == "B" and r["seed"] == 0 else r for r in table]
+    assert compare_rows(flipped, ("B", 0.33), ("A", 0.33))["verdict"] == "seeds disagree"
+    (tmp_path / "bad.csv").write_text("row,fraction\nteacher,0.33\n")
+    with pytest.raises(MedakaError, match="bad.csv: not an experiment results.csv"):
+        read_results_csv(tmp_path / "bad.csv")
 
 
 def test_quality_on_unlabeled_reports_true_iou_of_accepted_and_rejected(tmp_path):
