@@ -36,7 +36,7 @@ class Schedule:
     val_iterations: int = 2
     small_plans: Optional[dict] = None  # keyword arguments of write_small_plans; None keeps nnU-Net's plans
     fold: str = "all"  # "all": train on every labeled case (few of them); the test set is held out anyway
-    kd_weight: float = 1.0
+    kd_weight: float = 0.3
     kd_temperature: float = 2.0
 
 
