@@ -152,6 +152,8 @@ def test_parallel_folds_setting_is_checked_and_shares_out_the_cores(monkeypatch)
 
     assert resolve_settings("cpu-demo")["parallel_folds"] == 2 and resolve_settings("quick")["parallel_folds"] == 1
     assert resolve_settings("cpu-demo")["student_init"] == "teacher" and resolve_settings("quick")["student_init"] == "teacher"
+    # the method's kd_weight (README, "kd_weight 0.3, confirmed on a validation split"); the demo keeps 1
+    assert resolve_settings("quick")["kd_weight"] == 0.3 and resolve_settings("cpu-demo")["kd_weight"] == 1.0
     assert resolve_settings("full")["student_init"] == "random"
     for bad in (0, 1.5, True, "2"):
         with pytest.raises(MedakaError, match="parallel_folds=.*expected a whole number >= 1"):
