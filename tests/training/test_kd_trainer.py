@@ -13,7 +13,7 @@ import SimpleITK as sitk
 import torch
 
 from helpers import run_checked, tool
-from nnunet_medaka.config import validate_config
+from nnunet_medaka.config import MedakaConfig, validate_config
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.training.export import export_plain
 from nnunet_medaka.training.teacher import TeacherRuntime, dry_run, load_teacher
@@ -327,7 +327,10 @@ def test_pseudo_scope_distils_only_pseudo_labelled_samples(tiny_dataset, student
                for scale in trainer._get_deep_supervision_scales()]
     batch = {"data": torch.randn(2, 1, 32, 32, 32, generator=g), "target": targets}
     mixed = trainer.train_step(dict(batch, keys=np.array(["case_000", "case_001"])))
-    assert np.isfinite(mixed["loss_kd"]) and mixed["loss"] == pytest.approx(mixed["loss_supervised"] + mixed["loss_kd"], rel=1e-4)
+    w = trainer.kd_loss.kd_weight  # the config default (0.3), not set here
+    assert w == MedakaConfig().kd_weight == 0.3
+    assert np.isfinite(mixed["loss_kd"]) and mixed["loss"] == pytest.approx(mixed["loss_supervised"] + w * mixed["loss_kd"],
+                                                                            rel=1e-4)
     labelled_only = trainer.train_step(dict(batch, keys=np.array(["case_000", "case_002"])))
     assert np.isnan(labelled_only["loss_kd"]) and labelled_only["loss"] == pytest.approx(labelled_only["loss_supervised"])
     assert len(calls) == 1  # no teacher pass for a batch without pseudo-labelled cases
