@@ -14,16 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
-from nnunet_medaka.pipeline.experiment_results import compare_rows, read_results_csv
-
-
-def _seed_means(table: list, row: str, fraction: float) -> list:
-    """Mean IoU over cases (each case the mean over organs, NaN dropped) per seed, seeds in order."""
-    per: dict = {}
-    for r in table:
-        if r["row"] == row and r["fraction"] == fraction and r["IoU"] == r["IoU"]:
-            per.setdefault(r["seed"], {}).setdefault(r["case"], []).append(r["IoU"])
-    return [statistics.mean(statistics.mean(v) for v in per[s].values()) for s in sorted(per)]
+from nnunet_medaka.pipeline.experiment_results import compare_rows, read_results_csv, summarize_table
 
 
 def main() -> None:
@@ -46,8 +37,10 @@ def main() -> None:
     out = []
     for fraction in fractions:
         c = compare_rows(table, (tag_b, fraction), (tag_a, fraction), n_resamples=args.bootstrap)
-        ma, mb = _seed_means(table, tag_a, fraction), _seed_means(table, tag_b, fraction)
-        out.append({"fraction": fraction, "mean_iou": {args.names[0]: ma, args.names[1]: mb}, "b_minus_a": c})
+        # each side's mean IoU per seed, as results.md computes it (cases: mean over organs; NaN left out)
+        per_seed = [list(e["iou"]["overall"]["per_seed"].values())
+                    for e in summarize_table(table, rows=[tag_a, tag_b], fractions=[fraction], organs=[])]
+        out.append({"fraction": fraction, "mean_iou": dict(zip(args.names, per_seed)), "b_minus_a": c})
     print(json.dumps({"row": args.row, "a": str(args.a), "b": str(args.b), "names": list(args.names),
                       "comparisons": out}, indent=2))
     for o in out:
