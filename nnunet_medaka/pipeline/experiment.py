@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from nnunet_medaka.config import MedakaConfig
 from nnunet_medaka.errors import MedakaError
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,8 @@ class Schedule:
     val_iterations: int = 2
     small_plans: Optional[dict] = None  # keyword arguments of write_small_plans; None keeps nnU-Net's plans
     fold: str = "all"  # "all": train on every labeled case (few of them); the test set is held out anyway
-    kd_weight: float = 0.3
-    kd_temperature: float = 2.0
+    kd_weight: float = MedakaConfig.kd_weight
+    kd_temperature: float = MedakaConfig.kd_temperature
 
 
 def experiment_environ(work_dir: Optional[Path], *, device: str) -> dict:

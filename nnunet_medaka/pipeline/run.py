@@ -28,6 +28,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from nnunet_medaka.config import MedakaConfig
 from nnunet_medaka.errors import MedakaError
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,9 @@ RUN_DEFAULTS = {
     "tau": 0.7,  # a pseudo-label is good when its IoU >= tau
     "acceptance": "case",  # case | organ | none (see nnunet_medaka.pseudolabel.acceptance)
     "corruptions_per_organ": 4,
-    # chosen over 1 by the ablation, then confirmed on a validation split (README, "kd_weight 0.3, confirmed on a
-    # validation split")
-    "kd_weight": 0.3,
-    "kd_temperature": 2.0,
+    # the KD trainer's own defaults (kd_weight 0.3: README, "kd_weight 0.3, confirmed on a validation split")
+    "kd_weight": MedakaConfig.kd_weight,
+    "kd_temperature": MedakaConfig.kd_temperature,
     "parallel_folds": 1,  # teacher folds trained at the same time (CPU: the cores are shared out between them)
     "student_init": "random",  # random | teacher: start the student from its teacher fold's weights
 }
