@@ -105,7 +105,7 @@ def main() -> None:
         from nnunetv2.utilities.crossval_split import generate_crossval_split
 
         cases = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTr").glob("*.nii.gz"))
-        from nnunet_medaka.config import write_json_atomic
+        from nnunet_medaka.files import write_json_atomic
 
         if not (preprocessed / "splits_final.json").is_file():
             write_json_atomic(preprocessed / "splits_final.json", generate_crossval_split(cases, seed=12345,

@@ -11,12 +11,12 @@ import argparse
 import dataclasses
 import json
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.files import read_json, write_json_atomic
 
 CONFIG_FILE_NAME = "nnunet_medaka.json"
 CONFIG_ENV_VAR = "nnunet_medaka_config"
@@ -29,9 +29,9 @@ __all__ = [
     "config_path",
     "load_config",
     "parse_assignment",
+    "parse_set",
     "update_config_file",
     "validate_config",
-    "write_json_atomic",
 ]
 
 
@@ -214,19 +214,6 @@ def config_path(preprocessed_dataset_folder: os.PathLike | str) -> Path:
     return Path(preprocessed_dataset_folder) / CONFIG_FILE_NAME
 
 
-def _read_json_object(path: Path) -> dict:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise MedakaError(f"{path}: not valid JSON ({e}); fix the file or delete it to start from defaults") from None
-    except OSError as e:
-        raise MedakaError(f"{path}: cannot be read ({e.strerror})") from None
-    if not isinstance(data, dict):
-        raise MedakaError(f"{path}: expected a JSON object of settings, got {type(data).__name__}")
-    return data
-
-
 def load_config(preprocessed_dataset_folder: os.PathLike | str) -> tuple[MedakaConfig, Optional[Path]]:
     """Read and validate the dataset's config.
 
@@ -252,18 +239,7 @@ def load_config(preprocessed_dataset_folder: os.PathLike | str) -> tuple[MedakaC
         if os.environ.get(CONFIG_ENV_VAR):
             raise MedakaError(f"{CONFIG_ENV_VAR}={os.environ[CONFIG_ENV_VAR]}: no such file; unset the variable or create the file")
         return MedakaConfig(), None
-    return validate_config(_read_json_object(path), source=str(path)), path
-
-
-def write_json_atomic(path: os.PathLike | str, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    # process and thread in the name: simultaneous writers (threads of one run) never share a temporary file
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    return validate_config(read_json(path, what="settings", fix="fix the file or delete it to start from defaults"), source=str(path)), path
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -286,13 +262,21 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def parse_set(text: str) -> tuple[str, Any]:
+    """`parse_assignment` as an argparse ``type`` (``--set KEY=VALUE`` of ``run``, ``experiment``, ``demo``)."""
+    try:
+        return parse_assignment(text)
+    except MedakaError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def update_config_file(path: os.PathLike | str, assignments: Iterable[tuple[str, Any]]) -> MedakaConfig:
     """Apply assignments to a config file (created if missing), validating before anything is written.
 
     ``KEY=null`` removes a key so that it falls back to its default.
     """
     path = Path(path)
-    data = _read_json_object(path) if path.is_file() else {}
+    data = read_json(path, what="settings", fix="fix the file or delete it to start from defaults") if path.is_file() else {}
     for key, value in assignments:
         if value is None and key != "teacher":
             data.pop(key, None)

@@ -118,6 +118,6 @@ def run_jobs(function: Callable, jobs: list, *, workers: int, progress: bool, de
 
 
 def write_conversion_record(folder: Path, record: dict) -> None:
-    from nnunet_medaka.config import write_json_atomic
+    from nnunet_medaka.files import write_json_atomic
 
     write_json_atomic(folder / "conversion.json", record)

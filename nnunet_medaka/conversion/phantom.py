@@ -48,7 +48,7 @@ from nnunet_medaka.errors import MedakaError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ORGANS", "make_phantoms", "render_fish"]
+__all__ = ["ORGANS", "make_phantom_experiment", "make_phantoms", "render_fish"]
 
 # organ -> label value; the order is also the mask file order in organs.json
 ORGANS = {
@@ -374,7 +374,7 @@ def make_phantoms(
     MedakaError
         For bad counts or size, or an existing ``out_dir`` without ``overwrite``.
     """
-    from nnunet_medaka.config import write_json_atomic
+    from nnunet_medaka.files import write_json_atomic
     from nnunet_medaka.conversion.raw_dataset import staged_dataset
 
     for name, value, low in (("n_labeled", n_labeled, 1), ("n_unlabeled", n_unlabeled, 0), ("size", size, 32)):
@@ -433,6 +433,39 @@ def make_phantoms(
         "seed": seed,
         "size": size,
     }
+
+
+def make_phantom_experiment(folder: Path, raw: Path, *, n_specimens: int, n_labeled: int, n_test: int, seed: int,
+                            size: int, ids: tuple = (801, 802), **phantom_options) -> Path:
+    """SYNTHETIC phantoms -> ``convert microct --crop`` -> ``split``: the dataset of ``nnunet-medaka demo``, also
+    used by the probes behind its settings (``benchmarks/demo_probe_data.py``).
+
+    Parameters
+    ----------
+    folder : Path
+        Receives the phantoms.
+    raw : Path
+        ``nnUNet_raw``: receives the converted dataset and its split, with the dataset ids ``ids``.
+    n_specimens, n_labeled, n_test, seed, size
+        Specimens made, labeled and test cases of the split (the rest unlabeled), seed of phantoms and split,
+        phantom voxels along the body.
+    **phantom_options
+        Passed on to `nnunet_medaka.conversion.phantom.make_phantoms` (e.g. ``merge_eyes``, ``slices``).
+
+    Returns
+    -------
+    Path
+        The split dataset's raw folder.
+    """
+    from nnunet_medaka.conversion.convert import convert_microct
+    from nnunet_medaka.conversion.split import split_dataset
+
+    phantoms = make_phantoms(folder, n_labeled=n_specimens, n_unlabeled=0, seed=seed, size=size,
+                             **phantom_options)
+    source = convert_microct(phantoms["root"], dataset_id=ids[0], dataset_name="MedakaPhantom",
+                             organs=phantoms["organs_file"], out_dir=raw, crop=True)
+    return split_dataset(source, dataset_id=ids[1], dataset_name="MedakaPhantomFewLabels",
+                         n_labeled=n_labeled, n_test=n_test, seed=seed, out_dir=raw)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -17,27 +17,31 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Iterator, Optional
 
-from nnunet_medaka.config import write_json_atomic
+from nnunet_medaka.files import write_json_atomic
 from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.files import staged_folder
 
 log = logging.getLogger(__name__)
 
 UNLABELED_IMAGES = "imagesUnlabeled"
 UNLABELED_GT = "labelsUnlabeled_gt"
+# dataset.json key of a student dataset: its pseudo-labelled cases (written by build-student, read by KDTrainer)
+PSEUDO_CASES_KEY = "pseudo_labeled_cases"
 FILE_ENDING = ".nii.gz"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 __all__ = [
     "FILE_ENDING",
+    "PSEUDO_CASES_KEY",
     "UNLABELED_GT",
     "UNLABELED_IMAGES",
     "case_id_from_name",
     "cases_in_folder",
     "dataset_folder_name",
+    "free_dataset_ids",
     "list_cases",
     "resolve_raw_dataset",
     "staged_dataset",
@@ -106,36 +110,33 @@ def target_folder(dataset_id: int, dataset_name: str, out_dir: Optional[os.PathL
 
 @contextlib.contextmanager
 def staged_dataset(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty staging folder that becomes ``target`` when the block succeeds.
-
-    On any exception (or Ctrl-C) the staging folder is deleted and ``target`` is untouched.
+    """Yield an empty staging folder that becomes ``target`` when the block succeeds
+    (`nnunet_medaka.files.staged_folder`); on any exception ``target`` is untouched.
 
     Raises
     ------
     MedakaError
         If ``target`` exists and ``overwrite`` is False.
     """
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise MedakaError(f"{target}: already exists; pass --overwrite to replace it, or choose another name")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
+    replaced = Path(target).exists()
+    with staged_folder(target, overwrite=overwrite) as staging:
         yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if replaced:
         log.info("replaced %s; re-run nnUNetv2_plan_and_preprocess for it if it was planned before", target)
+
+
+def free_dataset_ids(count: int, start: int, taken: set, *, fix: str) -> list:
+    """The first ``count`` nnU-Net dataset ids from ``start`` on (wrapping from 999 to 1) that are not ``taken``.
+
+    Raises
+    ------
+    MedakaError
+        When fewer are free; the message ends with ``fix``.
+    """
+    free = [c for c in ((start + k - 1) % 999 + 1 for k in range(999)) if c not in taken][:count]
+    if len(free) < count:
+        raise MedakaError(f"no {count} free nnU-Net dataset id(s) (1-999); {fix}")
+    return free
 
 
 def write_dataset_json(

@@ -121,7 +121,7 @@ def split_dataset(
     MedakaError
         For a missing or incomplete source dataset, counts that do not fit, or an existing target.
     """
-    from nnunet_medaka.config import write_json_atomic
+    from nnunet_medaka.files import write_json_atomic
     from nnunet_medaka.conversion.raw_dataset import (
         UNLABELED_GT, UNLABELED_IMAGES, cases_in_folder, list_cases, resolve_raw_dataset, staged_dataset, target_folder,
         write_dataset_json,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.files import read_json
 
 __all__ = ["Teacher", "UnlabeledImages", "find_unlabeled_images", "labeled_case_ids", "parse_folds", "resolve_teacher",
            "teacher_raw_dataset"]
@@ -130,16 +131,6 @@ class UnlabeledImages:
     ground_truth: Optional[Path]
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise MedakaError(f"{path}: cannot be read as JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise MedakaError(f"{path}: expected a JSON object")
-    return data
-
-
 def find_unlabeled_images(source: os.PathLike | str, teacher: Teacher,
                           ground_truth: Optional[os.PathLike | str] = None) -> UnlabeledImages:
     """List the unlabeled images and check them against the teacher's dataset.
@@ -168,7 +159,7 @@ def find_unlabeled_images(source: os.PathLike | str, teacher: Teacher,
     channels = teacher.dataset_json["channel_names"]
     folder = source
     if (source / "dataset.json").is_file():
-        ds = _read_json(source / "dataset.json")
+        ds = read_json(source / "dataset.json", what="the dataset's description")
         if not ds.get("unlabeled_images"):
             raise MedakaError(f"{source / 'dataset.json'}: declares no \"unlabeled_images\"; give the images folder "
                               f"itself (e.g. {source / 'imagesTs'}) or convert with `nnunet-medaka convert`/`split`")
@@ -237,7 +228,7 @@ def labeled_case_ids(teacher: Teacher, raw: Optional[Path]) -> Optional[set]:
     if raw is not None:
         from nnunet_medaka.conversion.raw_dataset import list_cases
 
-        return set(list_cases(raw, _read_json(raw / "dataset.json")))
+        return set(list_cases(raw, read_json(raw / "dataset.json", what="the teacher's raw dataset description")))
     root = os.environ.get("nnUNet_preprocessed")
     splits = Path(root) / teacher.dataset_name / "splits_final.json" if root else None
     if splits is not None and splits.is_file():

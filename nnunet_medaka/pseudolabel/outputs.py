@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Optional
 
-from nnunet_medaka.config import write_json_atomic
+from nnunet_medaka.files import write_json_atomic
 from nnunet_medaka.errors import MedakaError
 
 __all__ = ["FAILED_FILE", "SETTINGS_FILE", "SUMMARY_FILE", "TABLE_COLUMNS", "TABLE_FILE", "finished_cases",

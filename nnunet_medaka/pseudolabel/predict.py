@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from nnunet_medaka.config import write_json_atomic
+from nnunet_medaka.files import claim_folder, read_json, resolve_device, write_json_atomic
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.pseudolabel.acceptance import ACCEPTANCE_MODES, apply_organ_rejection, decide
 from nnunet_medaka.pseudolabel.inputs import (
@@ -68,19 +68,16 @@ def _prepare_output(output: Path, settings: dict, overwrite: bool) -> None:
     """Create the output folder, or check that an existing one belongs to the same run (resume / other shard)."""
     if output.exists() and not output.is_dir():
         raise MedakaError(f"output {output}: exists and is not a folder")
+    claim_folder(output, (SETTINGS_FILE,), what="a pseudolabel output folder", option="output folder (-o)",
+                 overwrite=overwrite)
     path = output / SETTINGS_FILE
     if path.is_file() and not overwrite:
-        import json
-
-        old = json.loads(path.read_text())
+        old = read_json(path, what="the pseudo-labels' settings", fix="use another output folder or --overwrite")
         differ = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
         if differ:
             raise MedakaError(f"output {output}: holds pseudo-labels made with other settings (differs in: "
                               f"{', '.join(differ)}); use another output folder, the same arguments to resume, or "
                               "--overwrite to start again")
-    elif output.is_dir() and any(output.iterdir()) and not path.is_file() and not overwrite:
-        raise MedakaError(f"output {output}: not empty and not a pseudolabel output folder; choose an empty folder "
-                          "or pass --overwrite")
     if overwrite and output.is_dir():
         for name in ("labels", "records", "failures", "runs"):
             shutil.rmtree(output / name, ignore_errors=True)
@@ -103,8 +100,7 @@ def _remove_stale_temporaries(output: Path, cases: Sequence[str]) -> None:
 def _device(name: str):
     import torch
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+    name = resolve_device(name)
     if name not in ("cpu", "cuda", "mps"):
         raise MedakaError(f"-device {name!r}: expected cpu, cuda, mps or auto")
     if name == "cuda" and not torch.cuda.is_available():

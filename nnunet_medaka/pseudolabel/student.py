@@ -30,7 +30,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from nnunet_medaka.config import CONFIG_FILE_NAME, parse_assignment, update_config_file, write_json_atomic
+from nnunet_medaka.config import CONFIG_FILE_NAME, parse_assignment, update_config_file
+from nnunet_medaka.files import write_json_atomic
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.pseudolabel.inputs import resolve_teacher, teacher_raw_dataset
 from nnunet_medaka.pseudolabel.outputs import TABLE_FILE, read_records, read_settings
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 __all__ = ["SCHEDULE_KEYS", "build_student", "student_splits"]
 
 SCHEDULE_KEYS = ("num_epochs", "iterations_per_epoch", "val_iterations_per_epoch", "mirroring")
-PSEUDO_CASES_KEY = "pseudo_labeled_cases"  # = nnunet_medaka.training.kd_trainer.PSEUDO_CASES_KEY (no torch import here)
 
 
 def student_splits(teacher_splits: list, pseudo_cases: Sequence[str]) -> list:
@@ -140,7 +140,9 @@ def build_student(
         Before anything is written, for an incomplete pseudolabel folder, a missing teacher, colliding case ids, no
         accepted pseudo-label, or a target dataset that exists.
     """
-    from nnunet_medaka.conversion.raw_dataset import dataset_folder_name, list_cases, target_folder, write_dataset_json
+    from nnunet_medaka.conversion.raw_dataset import (
+        PSEUDO_CASES_KEY, dataset_folder_name, list_cases, target_folder, write_dataset_json,
+    )
     from nnunet_medaka.environment import nnunet_folder, planning_environ, plugin_environ
 
     pseudolabels = Path(pseudolabels).expanduser().resolve()

@@ -65,7 +65,7 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
         Also compute the test-time-augmentation agreement baseline (``quality.tta``): each fold's network re-run
         on its held-out cases, mirrored. Evaluated on the real out-of-fold rows; not a classifier feature.
     """
-    from nnunet_medaka.config import write_json_atomic
+    from nnunet_medaka.files import write_json_atomic
     from nnunet_medaka.quality.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES
     from nnunet_medaka.quality.model import fit_quality_model
     from nnunet_medaka.quality.score import MODEL_FILE, save_quality_model
@@ -193,7 +193,7 @@ def score_predictions(model_path: os.PathLike | str, predictions: os.PathLike | 
     """
     from tqdm import tqdm
 
-    from nnunet_medaka.config import write_json_atomic
+    from nnunet_medaka.files import write_json_atomic
     from nnunet_medaka.quality.score import check_compatible, load_quality_model
     from nnunet_medaka.quality.table import write_rows
 

@@ -284,7 +284,7 @@ def write_report(result: Mapping, folder: os.PathLike | str, *, overwrite: bool 
 
     Everything is written into a temporary sibling folder that replaces ``folder`` at the end.
     """
-    from nnunet_medaka.config import write_json_atomic
+    from nnunet_medaka.files import write_json_atomic
     from nnunet_medaka.quality.table import write_rows
 
     folder = Path(folder)

@@ -11,7 +11,6 @@ Rows are plain dicts; ``write_rows`` / ``read_rows`` store them as CSV (``featur
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.files import read_json
 
 __all__ = ["TeacherCV", "find_teacher_cv", "read_image", "read_probabilities", "build_table", "write_rows",
            "read_rows", "ID_COLUMNS"]
@@ -49,15 +49,6 @@ class TeacherCV:
         return {"dataset": self.dataset, "trainer": self.trainer, "plans": self.plans,
                 "configuration": self.configuration, "folds": list(self.folds), "model_folder": self.model_folder.name,
                 "image_reader_writer": self.reader}
-
-
-def _read_json(path: Path, what: str, fix: str) -> dict:
-    if not path.is_file():
-        raise MedakaError(f"{path}: missing ({what}); {fix}")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise MedakaError(f"{path}: not valid JSON ({e}); {fix}") from None
 
 
 def organ_labels(dataset_json: dict, source: str) -> dict:
@@ -105,8 +96,8 @@ def find_teacher_cv(dataset: str, configuration: str, trainer: str = "Supervised
     if not model_folder.is_dir():
         raise MedakaError(f"{model_folder}: no cross-validation outputs of this teacher; run `{train_cmd}` for every "
                           "fold (FOLD = 0 1 2 3 4)")
-    splits = _read_json(preprocessed / "splits_final.json", "the cross-validation split",
-                        f"the cross-validation has not been run; run `{train_cmd}` for every fold")
+    splits = read_json(preprocessed / "splits_final.json", what="the cross-validation split", expect=list,
+                       fix=f"the cross-validation has not been run; run `{train_cmd}` for every fold")
     if not isinstance(splits, list) or not splits:
         raise MedakaError(f"{preprocessed / 'splits_final.json'}: expected a list of {{'train', 'val'}} folds")
     wanted = list(range(len(splits))) if folds is None else [int(f) for f in folds]
@@ -114,10 +105,10 @@ def find_teacher_cv(dataset: str, configuration: str, trainer: str = "Supervised
     if bad:
         raise MedakaError(f"folds {bad}: {preprocessed / 'splits_final.json'} has folds 0..{len(splits) - 1}")
     raw_folder = nnunet_folder("nnUNet_raw") / name
-    raw_json = _read_json(raw_folder / "dataset.json", "the raw dataset",
-                          f"the raw dataset {name} must stay in nnUNet_raw (its images and labelsTr are needed)")
-    model_json = _read_json(model_folder / "dataset.json", "written by nnUNetv2_train", f"run `{train_cmd}`")
-    model_plans = _read_json(model_folder / "plans.json", "written by nnUNetv2_train", f"run `{train_cmd}`")
+    raw_json = read_json(raw_folder / "dataset.json", what="the raw dataset",
+                         fix=f"the raw dataset {name} must stay in nnUNet_raw (its images and labelsTr are needed)")
+    model_json = read_json(model_folder / "dataset.json", what="written by nnUNetv2_train", fix=f"run `{train_cmd}`")
+    model_plans = read_json(model_folder / "plans.json", what="written by nnUNetv2_train", fix=f"run `{train_cmd}`")
     labels = organ_labels(model_json, str(model_folder / "dataset.json"))
     raw_labels = organ_labels(raw_json, str(raw_folder / "dataset.json"))
     if labels != raw_labels:

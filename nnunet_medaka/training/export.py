@@ -12,7 +12,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from nnunet_medaka.config import write_json_atomic
+from nnunet_medaka.files import write_json_atomic
 from nnunet_medaka.errors import MedakaError
 
 __all__ = ["export_plain", "add_parser"]

@@ -23,6 +23,7 @@ from nnunetv2.training.logging.nnunet_logger import LocalLogger
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.utilities.collate_outputs import collate_outputs
 
+from nnunet_medaka.conversion.raw_dataset import PSEUDO_CASES_KEY
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.training.kd_loss import SupervisedPlusKDLoss, kd_weight_at, teacher_probabilities
 from nnunet_medaka.training.supervised_trainer import SupervisedTrainer
@@ -30,8 +31,6 @@ from nnunet_medaka.training.teacher import LoadedTeacher, TeacherRuntime, defaul
 
 __all__ = ["KDTrainer", "PSEUDO_CASES_KEY", "pseudo_case_ids", "sample_weights_for_keys", "verify_pseudo_cases"]
 
-# Key in the student's dataset.json listing the pseudo-labelled case identifiers (for kd_scope = "pseudo").
-PSEUDO_CASES_KEY = "pseudo_labeled_cases"
 # Per-epoch log keys: the two loss terms, the gradient norm of each term (before kd_weight and before nnU-Net's
 # clipping of the total at 12, measured every GRAD_NORM_EVERY steps) and the KD weight in effect (kd_warmup).
 LOSS_TERMS_PNG = "progress_loss_terms.png"  # the loss-terms panel during training (see LossTermsLogger)

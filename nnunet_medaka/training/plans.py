@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-from nnunet_medaka.config import write_json_atomic
+from nnunet_medaka.files import write_json_atomic
 from nnunet_medaka.errors import MedakaError
 
 __all__ = ["write_small_plans"]

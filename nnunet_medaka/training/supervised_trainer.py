@@ -17,7 +17,8 @@ from batchgenerators.dataloading.single_threaded_augmenter import SingleThreaded
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
-from nnunet_medaka.config import RESOLVED_FILE_NAME, MedakaConfig, load_config, write_json_atomic
+from nnunet_medaka.config import RESOLVED_FILE_NAME, MedakaConfig, load_config
+from nnunet_medaka.files import write_json_atomic
 from nnunet_medaka.training.seeding import (NETWORK_STREAM, TRAIN_LOADER_STREAM, VAL_LOADER_STREAM, derived_seed,
                                             seed_everything, worker_seeds)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.files import read_json
 
 __all__ = [
     "TeacherFiles",
@@ -95,16 +96,9 @@ def locate_teacher(folder, folds: Sequence[int], checkpoint_name: str) -> Teache
             checkpoints[fold] = path
     if problems:
         raise MedakaError("teacher: " + "; ".join(problems))
-    plans = _read_json(folder / "plans.json")
-    dataset_json = _read_json(folder / "dataset.json")
+    plans = read_json(folder / "plans.json", what="the teacher's plans, written by nnUNetv2_train")
+    dataset_json = read_json(folder / "dataset.json", what="the teacher's dataset.json, written by nnUNetv2_train")
     return TeacherFiles(folder, plans, dataset_json, checkpoints)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise MedakaError(f"{path}: cannot be read as JSON ({e})") from None
 
 
 def _labels_without_ignore(dataset_json: dict) -> dict:
