@@ -14,7 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
-from nnunet_medaka.pipeline.experiment_results import compare_rows, read_results_csv, summarize_table
+from nnunet_medaka.training.comparison import compare_rows, read_results_csv, summarize_table
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from nnunet_medaka.conversion.convert import convert_msd
 from nnunet_medaka.conversion.raw_dataset import UNLABELED_GT, UNLABELED_IMAGES
 from nnunet_medaka.conversion.split import split_dataset
 from nnunet_medaka.environment import planning_environ, run_stock_command
-from nnunet_medaka.pipeline.experiment import experiment_environ
+from nnunet_medaka.training.stock import stock_environ
 from nnunet_medaka.training.evaluation import per_label_scores
 from nnunet_medaka.training.plans import write_small_plans
 from nnunet_medaka.training.presets import config_assignments, get_preset
@@ -109,7 +109,7 @@ def main() -> None:
     configuration = preset["configuration"]
     tag = args.tag or f"{args.preset}_{configuration}"
 
-    env = experiment_environ(args.work_dir, device=args.device)
+    env = stock_environ(device=args.device, root=args.work_dir)
     env.update(nnUNet_def_n_proc=env.get("nnUNet_def_n_proc", "2"), PYTHONUNBUFFERED="1")
     started = time.perf_counter()
     experiment = prepare(env, args, configuration)

@@ -13,15 +13,14 @@ when run again with the same ``--work-dir``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Optional
 
 from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.files import claim_folder, read_json, remove, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -33,52 +32,15 @@ DEMO_SIZE = 80  # phantom voxels along the body
 # sagittal slices show the left and the right eye alike (README, "The demo").
 DEMO_MERGE_EYES = True
 
-__all__ = ["make_phantom_experiment", "run_demo"]
-
-
-def make_phantom_experiment(work_dir: Path, raw: Path, *, n_specimens: int, n_labeled: int, n_test: int, seed: int,
-                            size: int, **phantom_options) -> Path:
-    """SYNTHETIC phantoms -> ``convert microct --crop`` -> ``split``: the demo's dataset, also used by the probes
-    behind its settings (``benchmarks/demo_probe_data.py``).
-
-    Parameters
-    ----------
-    work_dir : Path
-        The phantoms go in ``work_dir/phantom``.
-    raw : Path
-        ``nnUNet_raw``: receives the converted dataset (``SOURCE_ID``) and its split (``EXPERIMENT_ID``).
-    n_specimens, n_labeled, n_test, seed, size
-        Specimens made, labeled and test cases of the split (the rest unlabeled), seed of phantoms and split,
-        phantom voxels along the body.
-    **phantom_options
-        Passed on to `nnunet_medaka.conversion.phantom.make_phantoms` (e.g. ``merge_eyes``, ``slices``).
-
-    Returns
-    -------
-    Path
-        The split dataset's raw folder.
-    """
-    from nnunet_medaka.conversion.convert import convert_microct
-    from nnunet_medaka.conversion.phantom import make_phantoms
-    from nnunet_medaka.conversion.split import split_dataset
-
-    phantoms = make_phantoms(work_dir / "phantom", n_labeled=n_specimens, n_unlabeled=0, seed=seed, size=size,
-                             **phantom_options)
-    source = convert_microct(phantoms["root"], dataset_id=SOURCE_ID, dataset_name="MedakaPhantom",
-                             organs=phantoms["organs_file"], out_dir=raw, crop=True)
-    return split_dataset(source, dataset_id=EXPERIMENT_ID, dataset_name="MedakaPhantomFewLabels",
-                         n_labeled=n_labeled, n_test=n_test, seed=seed, out_dir=raw)
+__all__ = ["run_demo"]
 
 
 def _prepare_work_dir(work_dir: Path, overwrite: bool) -> bool:
     """Create ``work_dir``; True when it holds a demo to resume."""
-    if work_dir.exists():
-        if (work_dir / MARKER).is_file() and not overwrite:
-            return (work_dir / RUN_FOLDER).is_dir()
-        if not (work_dir / MARKER).is_file() and not overwrite:
-            raise MedakaError(f"{work_dir}: exists and was not made by the demo; choose another --work-dir "
-                              "or pass --overwrite to replace it")
-        shutil.rmtree(work_dir)
+    if claim_folder(work_dir, (MARKER,), what="a folder made by the demo", option="--work-dir", overwrite=overwrite) \
+            and not overwrite:
+        return (work_dir / RUN_FOLDER).is_dir()
+    remove(work_dir)
     work_dir.mkdir(parents=True)
     (work_dir / MARKER).write_text("made by nnunet-medaka demo; safe to delete\n")
     return False
@@ -111,7 +73,7 @@ def run_demo(
     size : int, optional
         Phantom voxels along the body; default ``DEMO_SIZE``.
     overrides : dict, optional
-        Settings replacing the ``cpu-demo`` preset's (`nnunet_medaka.pipeline.run.resolve_settings`).
+        Settings replacing the ``cpu-demo`` preset's (`nnunet_medaka.training.presets.resolve_settings`).
     device : {"auto", "cpu", "cuda"}
     overwrite : bool
         Replace a ``work_dir`` that the demo did not make, or start a finished demo afresh.
@@ -121,9 +83,11 @@ def run_demo(
     dict
         The run's results (``results.json``) and ``total_s``.
     """
+    from nnunet_medaka.conversion.phantom import make_phantom_experiment
     from nnunet_medaka.environment import make_nnunet_folders
     from nnunet_medaka.pipeline.results import RESULTS_FILE
-    from nnunet_medaka.pipeline.run import resolve_settings, run_pipeline
+    from nnunet_medaka.pipeline.run import run_pipeline
+    from nnunet_medaka.training.presets import resolve_settings
 
     if n_labeled + n_test >= n_specimens:
         raise MedakaError(f"--labeled {n_labeled} + --test {n_test} leaves no unlabeled specimen of --specimens "
@@ -139,21 +103,20 @@ def run_demo(
     if not resuming or not (experiment / "dataset.json").is_file():
         say(f"making {n_specimens} SYNTHETIC Medaka phantom specimens ({size} voxels long, both eyes as one "
             "organ; micro-CT TIFF stacks + organ masks), converting them (convert microct --crop) and splitting them (split)")
-        for folder in (work_dir / "phantom", *raw.glob("Dataset80[12]_*")):
-            if Path(folder).exists():
-                shutil.rmtree(folder)
-        experiment = make_phantom_experiment(work_dir, raw, n_specimens=n_specimens, n_labeled=n_labeled,
-                                             n_test=n_test, seed=seed, size=size, merge_eyes=DEMO_MERGE_EYES)
+        remove(work_dir / "phantom", *raw.glob("Dataset80[12]_*"))
+        experiment = make_phantom_experiment(work_dir / "phantom", raw, n_specimens=n_specimens, n_labeled=n_labeled,
+                                             n_test=n_test, seed=seed, size=size, ids=(SOURCE_ID, EXPERIMENT_ID),
+                                             merge_eyes=DEMO_MERGE_EYES)
     else:
         say(f"resuming the demo in {work_dir}")
     run_pipeline(str(EXPERIMENT_ID), work_dir / RUN_FOLDER, preset="cpu-demo", overrides=overrides,
                  device=device, say=say)
-    results = json.loads((work_dir / RUN_FOLDER / RESULTS_FILE).read_text())
+    results = read_json(work_dir / RUN_FOLDER / RESULTS_FILE, what="the run's results")
     results["total_s"] = round(time.perf_counter() - started, 1)
     results["data"] = "synthetic Medaka phantoms (not real micro-CT)"
     results["settings"] = {"seed": seed, "specimens": n_specimens, "labeled": n_labeled, "test": n_test,
                            "unlabeled": n_specimens - n_labeled - n_test, "size": size, "device": device}
-    (work_dir / "demo_summary.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json_atomic(work_dir / "demo_summary.json", results)
     return results
 
 
@@ -180,7 +143,7 @@ def _positive(text: str) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from nnunet_medaka.pipeline.run import parse_set
+    from nnunet_medaka.config import parse_set
 
     p = subparsers.add_parser(
         "demo",

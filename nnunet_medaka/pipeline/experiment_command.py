@@ -1,15 +1,7 @@
 """``nnunet-medaka experiment``: the paper's ablation over labeled fractions and seeds, resumable, through nnU-Net's
 stock commands.
 
-Rows (`nnunet_medaka.pipeline.experiment_units.ROWS`), one schedule and one network (the base dataset's plans):
-
-``teacher``         SupervisedTrainer on the labeled fraction
-``pseudo-all``      SupervisedTrainer on labeled + every pseudo-label (no quality filter, no KD)
-``pseudo-qc``       SupervisedTrainer on labeled + accepted pseudo-labels (quality filter, no KD)
-``pseudo-qc-kd``    KDTrainer on labeled + accepted pseudo-labels (filter + KD: the paper's method)
-``kd-only``         KDTrainer on the labeled fraction, against the teacher of the same fold (no pseudo-labels)
-``supervised-all``  SupervisedTrainer on every labeled case (the reference)
-
+Rows: `nnunet_medaka.pipeline.experiment_units.ROWS`; one schedule and one network (the base dataset's plans).
 Each row trains ``student_folds`` (default [0]) and is scored on the same test cases with ``nnUNetv2_predict`` and
 ``nnUNetv2_evaluate_folder``. How the work is split into shared, resumable units: `nnunet_medaka.pipeline.
 experiment_units`; what is reported and how: `nnunet_medaka.pipeline.experiment_results`.
@@ -17,19 +9,19 @@ experiment_units`; what is reported and how: `nnunet_medaka.pipeline.experiment_
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.files import claim_folder, read_json, remove, resolve_device, write_json_atomic
+from nnunet_medaka.pipeline.engine import RunState, print_events, run_graph
+from nnunet_medaka.pipeline.layout import ExperimentLayout
 
 __all__ = ["EXPERIMENT_DEFAULTS", "run_experiment"]
 
 
-STATE_FILE = "experiment_state.json"
-SETTINGS_FILE = "experiment_settings.json"
-IDS_FILE = "datasets.json"
+STATE_FILE, SETTINGS_FILE, IDS_FILE = ExperimentLayout.STATE, ExperimentLayout.SETTINGS, ExperimentLayout.IDS
 EXPERIMENT_DEFAULTS = {"fractions": (1.0, 0.33), "seeds": (0, 1, 2), "n_bootstrap": 2000}
 
 
@@ -78,28 +70,16 @@ def _check_choices(rows: Sequence[str], fractions: Sequence[float], seeds: Seque
 def _allocate_ids(out: Path, keys: list, dataset_id: int, first_id: Optional[int], names) -> dict:
     """Dataset ids of the experiment: those recorded in ``OUT/datasets.json``, then the first free ones from
     ``first_id`` (default the dataset's id + 100, wrapping below 1000)."""
+    from nnunet_medaka.conversion.raw_dataset import free_dataset_ids
     from nnunet_medaka.environment import nnunet_folder
 
     path = out / IDS_FILE
-    ids = json.loads(path.read_text()) if path.is_file() else {}
+    ids = read_json(path, what="the experiment's dataset ids") if path.is_file() else {}
     used = {int(p.name[7:10]) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
             for p in nnunet_folder(v).glob("Dataset[0-9][0-9][0-9]_*")}
-    taken = used | set(ids.values()) | {dataset_id}
-    start = (dataset_id + 100) if first_id is None else first_id
-    candidate = start
-    for key in keys:
-        if key in ids:
-            continue
-        for _ in range(999):
-            c = (candidate - 1) % 999 + 1
-            candidate += 1
-            if c not in taken:
-                ids[key] = c
-                taken.add(c)
-                break
-        else:
-            raise MedakaError(f"no free nnU-Net dataset id for {len(keys)} experiment datasets; free some ids or pass "
-                              "--first-id")
+    new = [key for key in keys if key not in ids]
+    ids.update(zip(new, free_dataset_ids(len(new), (dataset_id + 100) if first_id is None else first_id,
+                                         used | set(ids.values()) | {dataset_id}, fix="free some ids or pass --first-id")))
     raw_root = nnunet_folder("nnUNet_raw")
     for key, ident in ids.items():
         if key in keys:
@@ -113,23 +93,18 @@ def _allocate_ids(out: Path, keys: list, dataset_id: int, first_id: Optional[int
 def _prepare_out(out: Path, record: dict, overwrite: bool, *, check_only: bool = False) -> None:
     """Check the experiment folder: new, or one of this dataset's experiments (resumed), or replaced with overwrite
     (only checked with ``check_only``)."""
-    import shutil
-
-    marker = out / SETTINGS_FILE
-    if marker.is_file():
-        old = json.loads(marker.read_text())
-        if old.get("dataset") != record["dataset"]:
-            if not overwrite:
-                raise MedakaError(f"{marker}: this folder holds the experiment on {old.get('dataset')}, not "
-                                  f"{record['dataset']}; choose another --out (or --overwrite to replace it)")
-            if not check_only:
-                shutil.rmtree(out)
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    layout = ExperimentLayout(out)
+    if layout.settings.is_file():
+        old = read_json(layout.settings, what="the experiment's settings", fix="delete the folder to start again")
+        if old.get("dataset") == record["dataset"]:
+            return
         if not overwrite:
-            raise MedakaError(f"{out}: exists and holds no {SETTINGS_FILE} (not an experiment folder); choose another "
-                              "--out or pass --overwrite to replace it")
-        if not check_only:
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
+            raise MedakaError(f"{layout.settings}: this folder holds the experiment on {old.get('dataset')}, not "
+                              f"{record['dataset']}; choose another --out (or --overwrite to replace it)")
+    else:  # refuses a folder that is not an experiment's, unless overwrite
+        claim_folder(out, (ExperimentLayout.SETTINGS,), what="an experiment folder", overwrite=overwrite)
+    if not check_only:
+        remove(out)
 
 
 def _wall_times(nodes: list, state, evaluations: list) -> dict:
@@ -164,6 +139,7 @@ def run_experiment(
     dry_run: bool = False,
     overwrite: bool = False,
     say: Callable[[str], None] = print,
+    on_event: Optional[Callable] = None,
 ) -> dict:
     """Run (or resume) the ablation of the paper on a raw dataset in ``split``'s layout.
 
@@ -181,7 +157,7 @@ def run_experiment(
     rows : sequence of str, optional
         Rows to run (default all, `experiment_units.ROWS`); ``teacher`` is always run (every row's baseline).
     preset, overrides
-        As ``run`` (`nnunet_medaka.pipeline.run.resolve_settings`).
+        As ``run`` (`nnunet_medaka.training.presets.resolve_settings`).
     device : {"auto", "cpu", "cuda"}
     first_id : int, optional
         First dataset id to try for the experiment's datasets (default the dataset's id + 100).
@@ -193,6 +169,8 @@ def run_experiment(
         Replace an ``out`` that is not an experiment folder (or belongs to another dataset).
     say : callable
         Receives each progress line.
+    on_event : callable, optional
+        Receives each progress event (`nnunet_medaka.pipeline.engine.Event`) instead of the printer.
 
     Returns
     -------
@@ -205,17 +183,16 @@ def run_experiment(
         Before anything is written, for a bad dataset layout, unknown rows or settings, fractions too small for
         ``cv_folds``, or an ``out`` folder that is not this dataset's experiment.
     """
-    from nnunet_medaka.config import write_json_atomic
     from nnunet_medaka.pipeline.experiment_units import ROWS, UnitGraph
-    from nnunet_medaka.pipeline.graph import run_nodes
-    from nnunet_medaka.pipeline.run import _raw_dataset, resolve_settings
-    from nnunet_medaka.pipeline.state import RunState
+    from nnunet_medaka.pipeline.run import raw_dataset
+    from nnunet_medaka.training.presets import resolve_settings
+    from nnunet_medaka.training.stock import stock_environ
 
     settings = resolve_settings(preset, overrides)
     rows = list(ROWS) if rows is None else list(rows)
     fractions = [float(f) if isinstance(f, (int, float)) and not isinstance(f, bool) else f for f in fractions]
     seeds = list(seeds)
-    raw, dataset_id, dataset_json = _raw_dataset(dataset)
+    raw, dataset_id, dataset_json = raw_dataset(dataset)
     n_labeled = sum(1 for p in (raw / "labelsTr").iterdir() if p.name.endswith(dataset_json["file_ending"]))
     problems = _check_choices(rows, fractions, seeds, settings, n_labeled)
     if (overrides or {}).get("student_init", "random") != "random":
@@ -228,19 +205,13 @@ def run_experiment(
     if problems:
         raise MedakaError("; ".join(problems))
     rows = [r for r in ROWS if r in rows or r == "teacher"]  # table order; the teacher is every row's baseline
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     out = Path(out).expanduser().resolve()
     record = {"dataset": raw.name, "preset": preset, "settings": settings, "rows": rows, "fractions": fractions,
               "seeds": seeds}
     _prepare_out(out, record, overwrite, check_only=dry_run)
-    from nnunet_medaka.pipeline.experiment import experiment_environ
-
-    env = experiment_environ(None, device=device)
     graph = UnitGraph(raw=raw, dataset_json=dataset_json, out=out, settings=settings, rows=rows, fractions=fractions,
-                      seeds=seeds, ids={}, device=device, env=env, say=say)
+                      seeds=seeds, ids={}, device=device, env=stock_environ(device=device))
     keys = graph.dataset_keys()
     graph.ids.update(_allocate_ids(out, keys, dataset_id, first_id, graph.dataset_name))
     if not dry_run:
@@ -253,7 +224,8 @@ def run_experiment(
         f"{', '.join(f'{f:g}' for f in fractions)}; seeds {', '.join(map(str, seeds))}; {len(nodes)} units into {out}"
         + (" (dry run: nothing is executed)" if dry_run else ""))
     state = RunState(out / STATE_FILE)
-    units = run_nodes(nodes, state, say=say, dry_run=dry_run, rows_order=rows, workers=graph.workers)
+    units = run_graph(nodes, state, on_event=on_event or print_events(say, parallel=graph.workers > 1),
+                      dry_run=dry_run, rows_order=rows, workers=graph.workers)
     if dry_run:
         return {"units": {}, "planned": [n.name for n in nodes]}
     files = _write_results(graph, nodes, state, out, record, n_bootstrap)
@@ -261,7 +233,8 @@ def run_experiment(
 
 
 def _write_results(graph, nodes: list, state, out: Path, record: dict, n_bootstrap: int) -> dict:
-    from nnunet_medaka.pipeline.experiment_results import quality_on_unlabeled, read_case_scores, write_experiment_results
+    from nnunet_medaka.pipeline.experiment_results import quality_on_unlabeled, write_experiment_results
+    from nnunet_medaka.training.comparison import read_case_scores
     from nnunet_medaka.pipeline.experiment_units import PSEUDO_ROWS
 
     labels = graph.dataset_json["labels"]
@@ -278,9 +251,10 @@ def _write_results(graph, nodes: list, state, out: Path, record: dict, n_bootstr
     quality = []
     for u, fraction, seed, unit_rows in graph.units():
         if any(r in PSEUDO_ROWS for r in unit_rows):
-            q = quality_on_unlabeled(graph.unit_dir(u) / "pseudolabels", tau=graph.settings["tau"])
-            view = graph.unit_dir(u) / "pseudolabels_all" / "pseudolabel_summary.json"
-            q["all_cases"] = len(json.loads(view.read_text())["cases_for_student"]) if view.is_file() else None
+            folders = graph.layout.unit(u)
+            q = quality_on_unlabeled(folders.pseudolabels, tau=graph.settings["tau"])
+            view = folders.pseudolabels_all / "pseudolabel_summary.json"
+            q["all_cases"] = len(read_json(view)["cases_for_student"]) if view.is_file() else None
             quality.append({"fraction": fraction, "seed": seed, **q})
     return write_experiment_results(
         out, table, dataset=record["dataset"], preset=record["preset"], settings=graph.settings,
@@ -302,8 +276,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from nnunet_medaka.pipeline.experiment_units import ROWS
-    from nnunet_medaka.pipeline.run import RUN_DEFAULTS, parse_set
-    from nnunet_medaka.training.presets import PRESETS
+    from nnunet_medaka.config import parse_set
+    from nnunet_medaka.training.presets import PRESETS, RUN_DEFAULTS
 
     p = subparsers.add_parser(
         "experiment", help="the paper's ablation (teacher, pseudo-all, pseudo-qc, pseudo-qc-kd, kd-only, "

@@ -13,7 +13,8 @@ Datasets (all new, in ``$nnUNet_raw/_preprocessed/_results``; ids recorded in ``
 ``...All/QC``   the student datasets of ``pseudo-all`` (every pseudo-label) and ``pseudo-qc``/``pseudo-qc-kd``
                 (accepted ones), made by ``build-student``.
 
-Units (``Node``), in the order they run, per (fraction, seed) ``u``:
+Units (`nnunet_medaka.pipeline.engine.Node`), in the order they run, per (fraction, seed) ``u``; each is a step of
+`nnunet_medaka.pipeline.steps`, the same steps ``run`` chains:
 
 ``plan``                      the base dataset (once for the whole experiment)
 ``u/dataset``                 the unit's dataset
@@ -31,9 +32,8 @@ Units (``Node``), in the order they run, per (fraction, seed) ``u``:
                               ``KDTrainer`` with ``teacher_folds=[k]`` (leak-free) for the KD rows
 ``u/<row>/evaluate``          ``nnUNetv2_predict`` + ``nnUNetv2_evaluate_folder`` on the test cases
 
-A unit's fingerprint covers its own inputs and those of the units it depends on, and the state file records each
-finished unit (`nnunet_medaka.pipeline.state`): adding rows, fractions or seeds adds units and redoes none; a
-changed setting redoes exactly the units that read it and those below them.
+A unit's fingerprint covers its own inputs and those of the units it depends on: adding rows, fractions or seeds
+adds units and redoes none; a changed setting redoes exactly the units that read it and those below them.
 """
 from __future__ import annotations
 
@@ -41,11 +41,16 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-from nnunet_medaka.config import write_json_atomic
 from nnunet_medaka.errors import MedakaError
-from nnunet_medaka.pipeline.graph import Node, node_fingerprints, run_nodes
+from nnunet_medaka.files import link_or_copy, remove, staged_folder, write_json_atomic
+from nnunet_medaka.pipeline.engine import Node, Step, files_fingerprint
+from nnunet_medaka.pipeline.layout import ExperimentLayout, parse_unit_key, unit_key
+from nnunet_medaka.pipeline.steps import Unit, build_student_step, evaluate_step, pseudolabel_step, quality_step, train_step
+from nnunet_medaka.training.stock import (
+    STUDENT_TRAINER, TEACHER_TRAINER, cmd, plan_args, plans_name, threads_per_training, write_cv_splits,
+)
 
 __all__ = ["ROWS", "KD_ROWS", "PSEUDO_ROWS", "UnitGraph", "accept_all_view", "draw_labeled", "unit_key"]
 
@@ -59,14 +64,8 @@ ROWS = {
 }
 PSEUDO_ROWS = ("pseudo-all", "pseudo-qc", "pseudo-qc-kd")
 KD_ROWS = ("pseudo-qc-kd", "kd-only")
-TEACHER, STUDENT = "SupervisedTrainer", "KDTrainer"
 # a preprocessed case's files in nnU-Net 2.8.1 (blosc2), and those of the older numpy formats
 _ARRAY_SUFFIXES = (".b2nd", "_seg.b2nd", ".pkl", ".npz", ".npy", "_seg.npy")
-
-
-def unit_key(fraction: float, seed: int) -> str:
-    """``f0.33/s0``: the unit's name in the state file and its folder below ``OUT/units``."""
-    return f"f{fraction:g}/s{seed}"
 
 
 def draw_labeled(cases: Sequence[str], fraction: float, seed: int) -> list:
@@ -81,33 +80,6 @@ def draw_labeled(cases: Sequence[str], fraction: float, seed: int) -> list:
     k = max(1, round(fraction * len(cases)))
     order = np.random.default_rng(seed).permutation(len(cases))
     return sorted(cases[i] for i in order[:k])
-
-
-def _fold_finished(model: Path, fold: int, *, npz: bool, validation: bool) -> bool:
-    """A fold's training is complete: final checkpoint, and nnU-Net's final validation (with its ``--npz``
-    probabilities) unless the config key ``final_validation`` turned it off."""
-    fold_dir = model / f"fold_{fold}"
-    if not (fold_dir / "checkpoint_final.pth").is_file():
-        return False
-    if not validation:
-        return True
-    return (fold_dir / "validation" / "summary.json").is_file() and (
-        not npz or any((fold_dir / "validation").glob("*.npz")))
-
-
-def _remove(*paths: Path) -> None:
-    for p in paths:
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
-
-
-def _link(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 def accept_all_view(source: os.PathLike | str, target: os.PathLike | str) -> dict:
@@ -131,61 +103,52 @@ def accept_all_view(source: os.PathLike | str, target: os.PathLike | str) -> dic
         raise MedakaError(f"{source}: acceptance {settings['acceptance']!r} rewrote rejected organs; an accept-all "
                           "view needs acceptance case or none")
     records, failures = read_records(source, settings["cases"])
-    _remove(target)
-    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    _remove(staging)
-    for sub in ("labels", "records", "failures", "runs"):
-        (staging / sub).mkdir(parents=True)
-    write_json_atomic(staging / SETTINGS_FILE, {**settings, "acceptance": "none", "threshold": None,
-                                                "derived_from": str(source)})
-    for case, record in records.items():
-        _link(source / record["label_file"], staging / record["label_file"])
-        organs = [{**o, "decision": "accept"} for o in record["organs"]]
-        write_record(staging, {**record, "organs": organs, "case_decision": "accept", "ignored_voxels": 0})
-    for case, failure in failures.items():
-        write_json_atomic(staging / "failures" / f"{case}.json", failure)
-    summary = write_results(staging)
-    os.replace(staging, target)
+    with staged_folder(target, overwrite=True) as staging:
+        for sub in ("labels", "records", "failures", "runs"):
+            (staging / sub).mkdir()
+        write_json_atomic(staging / SETTINGS_FILE, {**settings, "acceptance": "none", "threshold": None,
+                                                    "derived_from": str(source)})
+        for case, record in records.items():
+            link_or_copy(source / record["label_file"], staging / record["label_file"])
+            organs = [{**o, "decision": "accept"} for o in record["organs"]]
+            write_record(staging, {**record, "organs": organs, "case_decision": "accept", "ignored_voxels": 0})
+        for case, failure in failures.items():
+            write_json_atomic(staging / "failures" / f"{case}.json", failure)
+        summary = write_results(staging)
     return summary
 
 
 class UnitGraph:
-    """Builds the experiment's units; each node's ``run`` does its work through nnU-Net's stock commands.
+    """Builds the experiment's units from the steps of `nnunet_medaka.pipeline.steps`.
 
     Parameters
     ----------
-    raw : Path
-        The given raw dataset (layout of ``split``).
-    dataset_json : dict
-        Its dataset.json.
+    raw, dataset_json : Path, dict
+        The given raw dataset (layout of ``split``) and its dataset.json.
     out : Path
         The experiment folder.
     settings : dict
-        Resolved settings (`nnunet_medaka.pipeline.run.resolve_settings`).
+        Resolved settings (`nnunet_medaka.training.presets.resolve_settings`).
     rows, fractions, seeds
         What to run (validated).
     ids : dict
         Dataset key (``base``, ``f0.33/s0``, ``f0.33/s0/all``, ``f0.33/s0/qc``) -> id.
-    device : str
-    env : dict
-        Environment of the stock commands.
-    say : callable
-        Progress lines.
+    device, env : str, dict
+        Device and environment of the stock commands.
     """
 
     def __init__(self, *, raw: Path, dataset_json: dict, out: Path, settings: dict, rows: Sequence[str],
-                 fractions: Sequence[float], seeds: Sequence[int], ids: dict, device: str, env: dict,
-                 say: Callable[[str], None]):
+                 fractions: Sequence[float], seeds: Sequence[int], ids: dict, device: str, env: dict):
         from nnunet_medaka.conversion.raw_dataset import cases_in_folder, list_cases
         from nnunet_medaka.environment import nnunet_folder
 
-        self.raw, self.dataset_json, self.out, self.settings = raw, dataset_json, out, settings
+        self.raw, self.dataset_json, self.settings = raw, dataset_json, settings
+        self.layout = ExperimentLayout(out)
         self.rows, self.fractions, self.seeds, self.ids = list(rows), list(fractions), list(seeds), ids
-        self.device, self.env, self.say = device, env, say
+        self.device = device
+        self.env = {**env, **{v: env.get(v) or str(nnunet_folder(v))
+                              for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}
         self.short = raw.name.split("_", 1)[1]
-        self.roots = {v: nnunet_folder(v) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-        self.configuration = settings["configuration"]
-        self.plans = settings["small_plans"]["target_plans"] if settings["small_plans"] else "nnUNetPlans"
         self.ending = dataset_json["file_ending"]
         n_channels = len(dataset_json["channel_names"])
         self.labeled = list_cases(raw, dataset_json)
@@ -196,13 +159,9 @@ class UnitGraph:
             if case["label"] is not None and not Path(case["label"]).is_file():
                 case["label"] = None
         self.test = cases_in_folder(raw / "imagesTs", raw / "labelsTs", self.ending, n_channels)
-        self.folds = list(range(settings["cv_folds"]))
-        self.mirroring = bool(settings["mirroring"])
         # ``parallel_folds``: units run at the same time (trainings share the CPU cores out, as in ``run``)
-        from nnunet_medaka.pipeline.run import _threads_per_training
-
         self.workers = settings["parallel_folds"]
-        self.threads = _threads_per_training(settings, device, self.workers)
+        self.threads = threads_per_training(settings["cpu_threads"], device, self.workers)
 
     # ---- names and folders -------------------------------------------------------------------------------------
     def dataset_name(self, key: str, ids: Optional[dict] = None) -> str:
@@ -210,33 +169,32 @@ class UnitGraph:
         ident = (self.ids if ids is None else ids)[key]
         if key == "base":
             return f"Dataset{ident:03d}_{self.short}Exp"
-        parts = key.split("/")
-        fraction, seed = float(parts[0][1:]), int(parts[1][1:])
-        suffix = {"all": "All", "qc": "QC"}.get(parts[2], "") if len(parts) > 2 else ""
+        fraction, seed = parse_unit_key(key)
+        suffix = {"all": "All", "qc": "QC"}.get(key.split("/")[2], "") if key.count("/") > 1 else ""
         return f"Dataset{ident:03d}_{self.short}F{round(fraction * 100):03d}S{seed}{suffix}"
 
     def folders(self, key: str) -> tuple[Path, Path, Path]:
         name = self.dataset_name(key)
-        return tuple(self.roots[v] / name for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"))
+        return tuple(Path(self.env[v]) / name for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"))
 
     def unit_dir(self, u: str) -> Path:
-        return self.out / "units" / u.replace("/", "_")
+        return self.layout.unit(u).folder
 
-    def model(self, u: str, row: str) -> tuple[int, Path, str, str]:
-        """(dataset id, model folder, trainer, plans) of a row in unit ``u``."""
-        if row in ("teacher", "kd-only", "supervised-all"):
-            key, plans = u, self.plans
-        else:
-            key, plans = f"{u}/{'all' if row == 'pseudo-all' else 'qc'}", f"{self.plans}From{self.ids[u]:03d}"
-        trainer = STUDENT if row in KD_ROWS else TEACHER
-        return self.ids[key], self.folders(key)[2] / f"{trainer}__{plans}__{self.configuration}", trainer, plans
+    def unit(self, u: str) -> Unit:
+        return Unit(raw=self.folders(u)[0], dataset_id=self.ids[u], settings=self.settings, seed=parse_unit_key(u)[1],
+                    device=self.device, env=self.env, folders=self.layout.unit(u), logs=self.layout.logs,
+                    log_prefix=u.replace("/", "_") + "_")
 
-    def _stock(self, script: str, args: Sequence, log_name: str, env: Optional[dict] = None) -> None:
-        from nnunet_medaka.environment import run_stock_command
+    @staticmethod
+    def data_key(u: str, row: str) -> str:
+        """The dataset key a row trains on."""
+        return {"pseudo-all": f"{u}/all", "pseudo-qc": f"{u}/qc", "pseudo-qc-kd": f"{u}/qc"}.get(row, u)
 
-        logs = self.out / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        run_stock_command(script, list(args), env=env or self.env, log_file=logs / f"{log_name.replace('/', '_')}.log")
+    def model(self, u: str, row: str):
+        """The `nnunet_medaka.training.stock.Model` of a row in unit ``u``."""
+        trainer = STUDENT_TRAINER if row in KD_ROWS else TEACHER_TRAINER
+        key = self.data_key(u, row)
+        return self.unit(u).model(trainer, None if key == u else (self.ids[key], self.dataset_name(key)))
 
     # ---- the graph ---------------------------------------------------------------------------------------------
     def units(self) -> list:
@@ -265,19 +223,26 @@ class UnitGraph:
     def nodes(self) -> list:
         """Every unit of work in run order (see the module docstring)."""
         s = self.settings
+        folds = list(range(s["cv_folds"]))
         nodes = [self._plan_node()]
         for u, fraction, seed, rows in self.units():
             trained = ["teacher" if r == "supervised-all" else r for r in rows]
             pseudo = any(r in PSEUDO_ROWS for r in rows)
-            teacher_folds = list(dict.fromkeys([*s["student_folds"], *(self.folds if pseudo else [])]))
+            unit = self.unit(u)
             nodes.append(self._dataset_node(u, fraction, seed))
-            nodes += [self._train_node(u, "teacher", k) for k in teacher_folds]
+            nodes += [self._train_node(u, "teacher", k) for k in dict.fromkeys([*s["student_folds"], *(folds if pseudo else [])])]
             nodes.append(self._evaluate_node(u, "teacher"))
             if "kd-only" in rows:
                 nodes += [self._train_node(u, "kd-only", k) for k in s["student_folds"]]
                 nodes.append(self._evaluate_node(u, "kd-only"))
             if pseudo:
-                nodes += [self._quality_node(u, seed), self._pseudolabel_node(u)]
+                teacher_folds = [f"{u}/teacher/fold{k}" for k in folds]
+                quality = unit.folders.quality
+                nodes.append(Node(f"{u}/quality", {k: s[k] for k in ("tau", "corruptions_per_organ")}, teacher_folds,
+                                  quality_step(unit)))
+                nodes.append(Node(f"{u}/pseudolabel", {"acceptance": s["acceptance"], "mirroring": unit.mirroring},
+                                  [f"{u}/quality", *teacher_folds], self._pseudolabel(unit, unit.folders.pseudolabels,
+                                                                                      s["acceptance"], quality)))
             if "pseudo-all" in trained:
                 nodes += [self._accept_all_node(u), self._student_data_node(u, "all", seed)]
                 nodes += [self._train_node(u, "pseudo-all", k) for k in s["student_folds"]]
@@ -316,69 +281,62 @@ class UnitGraph:
             mark(name, row)
 
     # ---- nodes -------------------------------------------------------------------------------------------------
+    def _link_cases(self, folder: Path, images: str, labels: str, cases: dict) -> None:
+        (folder / images).mkdir()
+        for case, files in sorted(cases.items()):
+            for c, image in enumerate(files["images"]):
+                link_or_copy(image, folder / images / f"{case}_{c:04d}{self.ending}")
+            if files["label"] is not None:
+                (folder / labels).mkdir(exist_ok=True)
+                link_or_copy(files["label"], folder / labels / f"{case}{self.ending}")
+
     def _plan_node(self) -> Node:
-        from nnunet_medaka.pipeline.run import _cmd
-        from nnunet_medaka.pipeline.state import files_fingerprint
+        from nnunet_medaka.conversion.raw_dataset import write_dataset_json
 
         raw_b, pre_b, res_b = self.folders("base")
-        base_id = self.ids["base"]
-        args = ["-d", base_id, "-c", self.configuration, "-np", 2, "-npfp", 2, "--verify_dataset_integrity"]
+        args = plan_args(self.ids["base"], self.settings["configuration"])
         ds = self.dataset_json
 
-        def run() -> dict:
-            from nnunet_medaka.conversion.raw_dataset import staged_dataset, write_dataset_json
-            from nnunet_medaka.environment import planning_environ
+        def run(say) -> dict:
+            from nnunet_medaka.environment import planning_environ, run_stock_command
             from nnunet_medaka.training.plans import write_small_plans
 
-            _remove(pre_b, res_b)
-            with staged_dataset(raw_b, overwrite=True) as staging:
-                (staging / "imagesTr").mkdir()
-                (staging / "labelsTr").mkdir()
-                for case, files in sorted(self.labeled.items()):
-                    for c, image in enumerate(files["images"]):
-                        _link(Path(image), staging / "imagesTr" / f"{case}_{c:04d}{self.ending}")
-                    _link(Path(files["label"]), staging / "labelsTr" / f"{case}{self.ending}")
+            remove(pre_b, res_b)
+            with staged_folder(raw_b, overwrite=True) as staging:
+                self._link_cases(staging, "imagesTr", "labelsTr", self.labeled)
                 write_dataset_json(staging, channel_names=ds["channel_names"], labels=ds["labels"],
                                    num_training=len(self.labeled), file_ending=self.ending,
                                    name=f"{self.short}Exp", description=f"every labeled case of {self.raw.name}, "
-                                   f"planned once for the experiment in {self.out}")
-            self._stock("nnUNetv2_plan_and_preprocess", args, "plan_and_preprocess", env=planning_environ(self.env))
+                                   f"planned once for the experiment in {self.layout.folder}")
+            self.layout.logs.mkdir(parents=True, exist_ok=True)
+            run_stock_command("nnUNetv2_plan_and_preprocess", args, env=planning_environ(self.env),
+                              log_file=self.layout.logs / "plan_and_preprocess.log")
             if self.settings["small_plans"]:
-                write_small_plans(pre_b, configuration=self.configuration, **self.settings["small_plans"])
-            return {"dataset": raw_b.name, "plans": self.plans}
+                write_small_plans(pre_b, configuration=self.settings["configuration"], **self.settings["small_plans"])
+            return {"dataset": raw_b.name, "plans": plans_name(self.settings)}
 
-        inputs = {"raw": files_fingerprint([self.raw / "imagesTr", self.raw / "labelsTr"]), "id": base_id,
-                  "configuration": self.configuration, "small_plans": self.settings["small_plans"]}
-        return Node("plan", inputs, [], lambda: [_cmd("nnUNetv2_plan_and_preprocess", args)], run,
-                    reset=lambda: _remove(raw_b, pre_b, res_b))
+        inputs = {"raw": files_fingerprint([self.raw / "imagesTr", self.raw / "labelsTr"]), "id": self.ids["base"],
+                  "configuration": self.settings["configuration"], "small_plans": self.settings["small_plans"]}
+        return Node("plan", inputs, [], Step(lambda: [cmd("nnUNetv2_plan_and_preprocess", args)], run,
+                                             reset=lambda: remove(raw_b, pre_b, res_b)))
 
     def _dataset_node(self, u: str, fraction: float, seed: int) -> Node:
-        from nnunet_medaka.pipeline.run import _write_cv_splits
-
         raw_u, pre_u, res_u = self.folders(u)
-        _, pre_b, _ = self.folders("base")
+        pre_b = self.folders("base")[1]
         labeled = draw_labeled(list(self.labeled), fraction, seed)
-        s = self.settings
-        ds = self.dataset_json
+        s, ds = self.settings, self.dataset_json
 
-        def run() -> dict:
+        def run(say) -> dict:
             from nnunet_medaka.config import update_config_file
-            from nnunet_medaka.conversion.raw_dataset import staged_dataset, write_dataset_json
+            from nnunet_medaka.conversion.raw_dataset import write_dataset_json
             from nnunet_medaka.training.presets import config_assignments
 
-            _remove(pre_u, res_u)
+            remove(pre_u, res_u)
             pool = {**self.pool, **{c: self.labeled[c] for c in self.labeled if c not in labeled}}
-            with staged_dataset(raw_u, overwrite=True) as staging:
-                groups = (("imagesTr", "labelsTr", {c: self.labeled[c] for c in labeled}),
-                          ("imagesUnlabeled", "labelsUnlabeled_gt", pool), ("imagesTs", "labelsTs", self.test))
-                for images, labels, cases in groups:
-                    (staging / images).mkdir()
-                    for case, files in sorted(cases.items()):
-                        for c, image in enumerate(files["images"]):
-                            _link(Path(image), staging / images / f"{case}_{c:04d}{self.ending}")
-                        if files["label"] is not None:
-                            (staging / labels).mkdir(exist_ok=True)
-                            _link(Path(files["label"]), staging / labels / f"{case}{self.ending}")
+            with staged_folder(raw_u, overwrite=True) as staging:
+                self._link_cases(staging, "imagesTr", "labelsTr", {c: self.labeled[c] for c in labeled})
+                self._link_cases(staging, "imagesUnlabeled", "labelsUnlabeled_gt", pool)
+                self._link_cases(staging, "imagesTs", "labelsTs", self.test)
                 extra = {"unlabeled_images": "imagesUnlabeled", "numUnlabeled": len(pool), "numTest": len(self.test)}
                 if (staging / "labelsUnlabeled_gt").is_dir():
                     extra["unlabeled_ground_truth"] = "labelsUnlabeled_gt"
@@ -406,9 +364,9 @@ class UnitGraph:
                     (pre_u / item.name).mkdir()
                     for f in item.iterdir():
                         if f.name in wanted:
-                            _link(f, pre_u / item.name / f.name)
+                            link_or_copy(f, pre_u / item.name / f.name)
             shutil.copyfile(raw_u / "dataset.json", pre_u / "dataset.json")
-            _write_cv_splits(pre_u, labeled, s["cv_folds"], seed)
+            write_cv_splits(pre_u, labeled, s["cv_folds"], seed)
             update_config_file(pre_u / "nnunet_medaka.json", [*config_assignments(s), ("seed", seed)])
             return {"dataset": raw_u.name, "labeled": labeled}
 
@@ -417,175 +375,53 @@ class UnitGraph:
                                                  "initial_lr", "mirroring", "cpu_threads", "final_validation")}}
         commands = lambda: [f"# {raw_u.name}: {len(labeled)} labeled cases (hard links), the base's plans and "
                             f"preprocessed arrays, splits_final.json ({s['cv_folds']} folds, seed {seed})"]
-        return Node(f"{u}/dataset", inputs, ["plan"], commands, run, reset=lambda: _remove(raw_u, pre_u, res_u))
+        return Node(f"{u}/dataset", inputs, ["plan"], Step(commands, run, reset=lambda: remove(raw_u, pre_u, res_u)))
 
     def _train_node(self, u: str, row: str, fold: int) -> Node:
-        from nnunet_medaka.pipeline.run import _cmd, _train_environ, _train_fold_args
-
-        ident, model, trainer, plans = self.model(u, row)
+        model = self.model(u, row)
         npz = row == "teacher"  # out-of-fold probabilities: the quality classifier's training data
-        extra = ["--npz"] if npz else []
-        key = u if row in ("teacher", "kd-only") else f"{u}/{'all' if row == 'pseudo-all' else 'qc'}"
-        pre = self.folders(key)[1]
-        kd = [("teacher", str(self.model(u, "teacher")[1])), ("teacher_folds", [fold]),
-              ("kd_weight", self.settings["kd_weight"]), ("kd_temperature", self.settings["kd_temperature"])]
-
-        def run() -> dict:
-            from nnunet_medaka.config import CONFIG_ENV_VAR, update_config_file
-
-            if _fold_finished(model, fold, npz=npz, validation=bool(self.settings["final_validation"])):
-                self.say(f"      fold {fold}: finished earlier")
-                return {"model": str(model), "fold": fold}
-            env = _train_environ(self.env, self.device, self.threads)
-            own = kd if trainer == STUDENT else []  # KD: the frozen teacher of the same fold (leak-free)
-            if self.workers > 1:
-                # trainings of one dataset may run at the same time: each reads its own copy of the dataset's
-                # config (with its teacher fold and its share of the cores), never a file another one rewrites
-                own = own + ([("cpu_threads", self.threads)] if self.threads is not None else [])
-                copy = self.unit_dir(u) / "configs" / f"{row}_fold{fold}.json"
-                copy.parent.mkdir(parents=True, exist_ok=True)
-                source = pre / "nnunet_medaka.json"
-                write_json_atomic(copy, json.loads(source.read_text()) if source.is_file() else {})
-                update_config_file(copy, own)
-                env[CONFIG_ENV_VAR] = str(copy)
-            elif own:
-                update_config_file(pre / "nnunet_medaka.json", own)
-            self._stock("nnUNetv2_train", _train_fold_args(ident, self.configuration, fold, trainer, plans,
-                                                           self.device, model, extra),
-                        f"{u}/train_{row}_fold{fold}", env=env)
-            return {"model": str(model), "fold": fold}
-
-        def commands() -> list:
-            train = _cmd("nnUNetv2_train", [ident, self.configuration, fold, "-tr", trainer, "-p", plans, "-device",
-                                            self.device, *extra])
-            if trainer == STUDENT:
-                return [_cmd("nnunet-medaka", ["config", "-d", ident, f"--set=teacher_folds=[{fold}]"]) + " && " + train]
-            return [train]
-
-        if row == "teacher":
-            deps = [f"{u}/dataset"]
-        elif row == "kd-only":
-            deps = [f"{u}/dataset", f"{u}/teacher/fold{fold}"]
+        if row in ("teacher", "kd-only"):
+            deps = [f"{u}/dataset"] + ([f"{u}/teacher/fold{fold}"] if row == "kd-only" else [])
         else:
             deps = [f"{u}/data-{'all' if row == 'pseudo-all' else 'qc'}"]
-            if row == "pseudo-qc-kd":
-                deps.append(f"{u}/teacher/fold{fold}")
-        inputs = {"trainer": trainer, "fold": fold, "device": self.device, "npz": npz,
-                  **({"kd": [self.settings["kd_weight"], self.settings["kd_temperature"]]} if trainer == STUDENT else {})}
-        return Node(f"{u}/{row}/fold{fold}", inputs, deps, commands, run,
-                    reset=lambda: _remove(model / f"fold_{fold}"))
+            deps += [f"{u}/teacher/fold{fold}"] if row == "pseudo-qc-kd" else []
+        inputs = {"trainer": model.trainer, "fold": fold, "device": self.device, "npz": npz,
+                  **({"kd": [self.settings["kd_weight"], self.settings["kd_temperature"]]} if row in KD_ROWS else {})}
+        step = train_step(self.unit(u), model, [fold], role=row, npz=npz, threads=self.threads,
+                          private_configs=self.workers > 1)
+        return Node(f"{u}/{row}/fold{fold}", inputs, deps, step)
 
-    def _quality_node(self, u: str, seed: int) -> Node:
-        from nnunet_medaka.pipeline.run import _cmd
-
-        folder = self.unit_dir(u) / "quality"
-        ident = self.ids[u]
-        s = self.settings
-
-        def run() -> dict:
-            from nnunet_medaka.quality.commands import train_quality
-
-            train_quality(str(ident), self.configuration, trainer=TEACHER, plans=self.plans, folds=self.folds,
-                          tau=s["tau"], corruptions_per_organ=s["corruptions_per_organ"], seed=seed, output=folder,
-                          overwrite=True, progress=False)
-            return {"folder": str(folder)}
-
-        commands = lambda: [_cmd("nnunet-medaka", ["qc", "train", "-d", ident, "-c", self.configuration, "-p", self.plans,
-                                                   "-f", ",".join(map(str, self.folds)), "--tau", s["tau"],
-                                                   "--corruptions", s["corruptions_per_organ"], "--seed", seed,
-                                                   "-o", folder])]
-        return Node(f"{u}/quality", {k: s[k] for k in ("tau", "corruptions_per_organ")},
-                    [f"{u}/teacher/fold{k}" for k in self.folds], commands, run, reset=lambda: _remove(folder))
-
-    def _pseudolabel_args(self, u: str, output: Path, acceptance: str) -> tuple[dict, list]:
-        from nnunet_medaka.pipeline.run import _cmd
-
-        raw_u = self.folders(u)[0]
-        teacher = self.model(u, "teacher")[1]
-        quality = self.unit_dir(u) / "quality" if acceptance != "none" else None
-        kwargs = dict(folds=self.folds, quality_model=quality, acceptance=acceptance, mirroring=self.mirroring,
-                      device=self.device, teacher_raw=raw_u, progress=False,
-                      ground_truth=raw_u / "labelsUnlabeled_gt" if (raw_u / "labelsUnlabeled_gt").is_dir() else None)
-        command = _cmd("nnunet-medaka", ["pseudolabel", "-m", teacher, "-f", *self.folds, "-i", raw_u, "-o", output,
-                                         *(["-q", quality] if quality else []), "--acceptance", acceptance,
-                                         "-device", self.device, *([] if self.mirroring else ["--disable-tta"])])
-        return {"teacher": teacher, "images": raw_u, "output": output, **kwargs}, [command]
-
-    def _pseudolabel_node(self, u: str) -> Node:
-        folder = self.unit_dir(u) / "pseudolabels"
-        acceptance = self.settings["acceptance"]
-
-        def run() -> dict:
-            from nnunet_medaka.pseudolabel.predict import pseudolabel
-
-            kwargs, _ = self._pseudolabel_args(u, folder, acceptance)
-            result = pseudolabel(kwargs.pop("teacher"), kwargs.pop("images"), kwargs.pop("output"), **kwargs)
-            return {"folder": str(folder), "summary": result.get("summary")}
-
-        return Node(f"{u}/pseudolabel", {"acceptance": acceptance, "mirroring": self.mirroring},
-                    [f"{u}/quality", *[f"{u}/teacher/fold{k}" for k in self.folds]],
-                    lambda: self._pseudolabel_args(u, folder, acceptance)[1], run, reset=lambda: _remove(folder))
+    def _pseudolabel(self, unit: Unit, output: Path, acceptance: str, quality: Optional[Path]) -> Step:
+        return pseudolabel_step(unit, output, acceptance=acceptance, quality=quality,
+                                ground_truth=unit.raw / "labelsUnlabeled_gt")
 
     def _accept_all_node(self, u: str) -> Node:
-        source, folder = self.unit_dir(u) / "pseudolabels", self.unit_dir(u) / "pseudolabels_all"
+        unit = self.unit(u)
+        source, folder = unit.folders.pseudolabels, unit.folders.pseudolabels_all
         derived = self.settings["acceptance"] == "case"
-
-        def run() -> dict:
-            if derived:
-                return {"folder": str(folder), "summary": accept_all_view(source, folder)}
-            from nnunet_medaka.pseudolabel.predict import pseudolabel
-
-            kwargs, _ = self._pseudolabel_args(u, folder, "none")
-            result = pseudolabel(kwargs.pop("teacher"), kwargs.pop("images"), kwargs.pop("output"), **kwargs)
-            return {"folder": str(folder), "summary": result.get("summary")}
-
-        commands = (lambda: [f"# {folder}: the pseudo-labels of {source} with every case accepted (no new prediction)"]) \
-            if derived else (lambda: self._pseudolabel_args(u, folder, "none")[1])
-        return Node(f"{u}/pseudolabels-all", {"derived": derived}, [f"{u}/pseudolabel"], commands, run,
-                    reset=lambda: _remove(folder))
+        if derived:
+            step = Step(lambda: [f"# {folder}: the pseudo-labels of {source} with every case accepted (no new "
+                                 "prediction)"], lambda say: {"folder": str(folder), "summary": accept_all_view(source, folder)},
+                        reset=lambda: remove(folder))
+        else:
+            step = self._pseudolabel(unit, folder, "none", None)
+        return Node(f"{u}/pseudolabels-all", {"derived": derived}, [f"{u}/pseudolabel"], step)
 
     def _student_data_node(self, u: str, which: str, seed: int) -> Node:
-        from nnunet_medaka.pipeline.run import _cmd
+        from nnunet_medaka.training.presets import config_assignments
 
-        key = f"{u}/{which}"
-        source = self.unit_dir(u) / ("pseudolabels_all" if which == "all" else "pseudolabels")
-        raw_u = self.folders(u)[0]
-        name = self.dataset_name(key).split("_", 1)[1]
-        folders = self.folders(key)
-
-        def run() -> dict:
-            from nnunet_medaka.pseudolabel.student import build_student
-            from nnunet_medaka.training.presets import config_assignments
-
-            _remove(folders[2])
-            built = build_student(source, self.ids[key], name, teacher_raw=raw_u, overwrite=True, allow_empty=True,
-                                  settings=[*config_assignments(self.settings), ("seed", seed)])
-            return {k: built[k] for k in ("raw", "preprocessed", "plans", "labeled", "pseudo", "ignore")}
-
-        commands = lambda: [_cmd("nnunet-medaka", ["build-student", source, "-d", self.ids[key], "-n", name,
-                                                   "--teacher-raw", raw_u, "--overwrite"])]
+        key, unit = f"{u}/{which}", self.unit(u)
+        source = unit.folders.pseudolabels_all if which == "all" else unit.folders.pseudolabels
+        step = build_student_step(unit, source, (self.ids[key], self.dataset_name(key)),
+                                  settings=[*config_assignments(self.settings), ("seed", seed)],
+                                  keep=("raw", "preprocessed", "plans", "labeled", "pseudo", "ignore"), allow_empty=True,
+                                  reset=self.folders(key))
         dep = f"{u}/pseudolabels-all" if which == "all" else f"{u}/pseudolabel"
-        return Node(f"{u}/data-{which}", {"id": self.ids[key]}, [dep], commands, run,
-                    reset=lambda: _remove(*folders))
+        return Node(f"{u}/data-{which}", {"id": self.ids[key]}, [dep], step)
 
     def _evaluate_node(self, u: str, row: str) -> Node:
-        from nnunet_medaka.pipeline.run import _cmd
-
-        ident, model, trainer, plans = self.model(u, row)
-        raw_u = self.folders(u)[0]
-        target = self.unit_dir(u) / "predictions" / row
-        predict = ["-i", raw_u / "imagesTs", "-o", target, "-d", ident, "-c", self.configuration, "-tr", trainer,
-                   "-p", plans, "-f", *self.settings["student_folds"], "-device", self.device, "-npp", 0, "-nps", 0,
-                   *([] if self.mirroring else ["--disable_tta"])]
-        evaluate = [raw_u / "labelsTs", target, "-djfile", model / "dataset.json", "-pfile", model / "plans.json"]
-
-        def run() -> dict:
-            _remove(target)  # a half-finished prediction of a killed run
-            self._stock("nnUNetv2_predict", predict, f"{u}/predict_{row}")
-            self._stock("nnUNetv2_evaluate_folder", evaluate, f"{u}/evaluate_{row}")
-            return {"summary": str(target / "summary.json")}
-
-        train = [f"{u}/{row}/fold{k}" for k in self.settings["student_folds"]]
-        return Node(f"{u}/{row}/evaluate", {"test": sorted(self.test), "mirroring": self.mirroring}, train,
-                    lambda: [_cmd("nnUNetv2_predict", predict), _cmd("nnUNetv2_evaluate_folder", evaluate)], run,
-                    reset=lambda: _remove(target))
+        unit = self.unit(u)
+        commands, work = evaluate_step(unit, self.model(u, row), self.settings["student_folds"], row)
+        step = Step(commands, lambda say: {"summary": str(work())}, reset=lambda: remove(unit.folders.predictions(row)))
+        return Node(f"{u}/{row}/evaluate", {"test": sorted(self.test), "mirroring": unit.mirroring},
+                    [f"{u}/{row}/fold{k}" for k in self.settings["student_folds"]], step)

@@ -2,23 +2,20 @@
 classifier's accuracy, where everything is; as ``results.json``, ``results.md`` and two PNGs."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Mapping, Optional
 
-from nnunet_medaka.config import write_json_atomic
-from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.files import read_json, write_json_atomic, write_text_atomic
+from nnunet_medaka.pipeline.layout import RunLayout
 
-__all__ = ["RESULTS_FILE", "print_run_summary", "run_summary_text", "write_run_results", "write_overlays"]
+__all__ = ["RESULTS_FILE", "print_run_summary", "run_summary_text", "write_run_results"]
 
-RESULTS_FILE = "results.json"
-_COLOURS = ((0.90, 0.10, 0.10), (0.10, 0.70, 0.20), (0.15, 0.35, 0.95), (0.95, 0.75, 0.10), (0.70, 0.20, 0.80),
-            (0.10, 0.80, 0.85), (0.95, 0.45, 0.10), (0.55, 0.35, 0.15), (0.95, 0.50, 0.75), (0.50, 0.80, 0.30))
+RESULTS_FILE = RunLayout.RESULTS
 
 
 def _read_json(path: Path) -> Optional[dict]:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path, what="a file of the run") if path.is_file() else None
 
 
 def _quality_summary(quality_dir: Path) -> Optional[dict]:
@@ -32,18 +29,19 @@ def _quality_summary(quality_dir: Path) -> Optional[dict]:
             "real": {organ: {k: methods.get("classifier", {}).get(k) for k in keep} for organ, methods in real.items()}}
 
 
-def write_run_results(out: Path, scores: Mapping, *, raw: Path, file_ending: str, labels: Mapping[str, int],
-                      quality_dir: Path, pseudo_dir: Path, settings: Mapping, models: Mapping[str, Path]) -> dict:
+def write_run_results(layout: RunLayout, scores: Mapping, *, raw: Path, file_ending: str, labels: Mapping[str, int],
+                      settings: Mapping, models: Mapping[str, Path]) -> dict:
     """Write ``results.json``, ``results.md``, ``iou_per_organ.png`` and ``overlays.png`` into the run folder."""
-    from nnunet_medaka.training.evaluation import comparison_table, plot_comparison
+    from nnunet_medaka.training.evaluation import comparison_table, plot_comparison, write_overlays
 
+    out, pseudo_dir, quality_dir = layout.folder, layout.pseudolabels, layout.quality
     pseudo = _read_json(pseudo_dir / "pseudolabel_summary.json")
     quality = _quality_summary(quality_dir)
     n_test = sum(1 for p in (raw / "labelsTs").iterdir() if p.name.endswith(file_ending))
     title = f"IoU on {n_test} held-out test cases ({raw.name})"
-    plot = plot_comparison(scores, out / "iou_per_organ.png", title=title)
-    overlays = write_overlays(out / "overlays.png", raw / "imagesTs", raw / "labelsTs",
-                              {role: out / "predictions" / role for role in scores}, file_ending, labels)
+    plot = plot_comparison(scores, layout.plot, title=title)
+    overlays = write_overlays(layout.overlays, raw / "imagesTs", raw / "labelsTs",
+                              {role: layout.predictions(role) for role in scores}, file_ending, labels)
     delta = scores["student"]["mean"]["IoU"] - scores["teacher"]["mean"]["IoU"]
     results = {
         "dataset": raw.name, "preset": settings["preset"], "scores": scores,
@@ -53,10 +51,9 @@ def write_run_results(out: Path, scores: Mapping, *, raw: Path, file_ending: str
                   "predictions": str(out / "predictions"), "pseudo_labels": str(pseudo_dir),
                   "quality": str(quality_dir), "raw": str(raw), "models": {k: str(v) for k, v in models.items()}},
     }
-    write_json_atomic(out / RESULTS_FILE, results)
-    text = run_summary_text(results, table=comparison_table(scores))
-    (out / "results.md").write_text(text + "\n")
-    return {"results": str(out / RESULTS_FILE), "markdown": str(out / "results.md"), "plot": str(plot),
+    write_json_atomic(layout.results, results)
+    write_text_atomic(layout.markdown, run_summary_text(results, table=comparison_table(scores)) + "\n")
+    return {"results": str(layout.results), "markdown": str(layout.markdown), "plot": str(plot),
             "overlays": str(overlays)}
 
 
@@ -110,64 +107,5 @@ def _fmt(value) -> str:
 
 
 def print_run_summary(out: os.PathLike | str) -> None:
-    results = _read_json(Path(out) / RESULTS_FILE)
-    if results is None:
-        raise MedakaError(f"{Path(out) / RESULTS_FILE}: missing; the run has not finished (rerun to resume)")
-    print(run_summary_text(results))
-
-
-def write_overlays(out_file: Path, images: Path, truth: Path, predictions: Mapping[str, Path], file_ending: str,
-                   labels: Mapping[str, int], max_cases: int = 8) -> Path:
-    """One row per test case: the axial slice through the organs' centre, with ground truth and each model's
-    prediction in colour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    import SimpleITK as sitk
-
-    cases = sorted(p.name[: -len(file_ending)] for p in truth.iterdir() if p.name.endswith(file_ending))[:max_cases]
-    columns = ["ground truth", *predictions]
-    first = sitk.ReadImage(str(truth / f"{cases[0]}{file_ending}")).GetSize() if cases else (1, 1, 1)
-    row_height = min(3.0, 3.0 * first[1] / max(first[0], 1)) + 0.35  # rows as tall as a slice, not more
-    fig, axes = plt.subplots(len(cases), len(columns), figsize=(3 * len(columns), row_height * len(cases) + 0.6),
-                             squeeze=False)
-    palette = np.array([(0, 0, 0), *_COLOURS * (1 + len(labels) // len(_COLOURS))], dtype=float)
-    for row, case in enumerate(cases):
-        image = sitk.GetArrayFromImage(sitk.ReadImage(str(images / f"{case}_0000{file_ending}"))).astype(np.float32)
-        gt = sitk.GetArrayFromImage(sitk.ReadImage(str(truth / f"{case}{file_ending}")))
-        z = int(np.round(np.mean(np.nonzero(gt)[0]))) if gt.any() else gt.shape[0] // 2
-        lo, hi = np.percentile(image[z], (1, 99))
-        grey = np.clip((image[z] - lo) / max(hi - lo, 1e-6), 0, 1)
-        for col, name in enumerate(columns):
-            seg = gt if name == "ground truth" else _read_or_none(predictions[name] / f"{case}{file_ending}")
-            ax = axes[row][col]
-            rgb = np.repeat(grey[..., None], 3, axis=2)
-            if seg is not None:
-                s = np.clip(seg[z].astype(int), 0, len(palette) - 1)
-                mask = s > 0
-                rgb[mask] = 0.45 * rgb[mask] + 0.55 * palette[s[mask]]
-            ax.imshow(rgb, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(name)
-            if col == 0:
-                ax.set_ylabel(f"{case}\nz={z}", fontsize=8)
-    from matplotlib.patches import Patch
-
-    organs = [(name, value) for name, value in labels.items() if name not in ("background", "ignore")]
-    fig.legend(handles=[Patch(color=palette[min(v, len(palette) - 1)], label=n) for n, v in organs],
-               loc="lower center", ncol=min(len(organs), 5), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.6 / (row_height * len(cases) + 0.6) + 0.02 * (len(organs) > 5), 1, 1))
-    out_file = Path(out_file)
-    fig.savefig(out_file, dpi=90)
-    plt.close(fig)
-    return out_file
-
-
-def _read_or_none(path: Path):
-    import SimpleITK as sitk
-
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))) if path.is_file() else None
+    print(run_summary_text(read_json(RunLayout(Path(out)).results, what="the run's results",
+                                     fix="the run has not finished (rerun to resume)")))

@@ -14,18 +14,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.pipeline.layout import RUN_STAGES, RunLayout
 
-__all__ = ["QUALITY_PLOTS", "RUN_STAGES", "collect_pseudolabels", "collect_quality", "collect_run", "rank_cases"]
+__all__ = ["QUALITY_PLOTS", "RUN_STAGES", "collect_pseudolabels", "collect_quality", "collect_run", "model_folds", "rank_cases",
+           "read_json_noted"]
 
-# the stages of `nnunet-medaka run`, in order (nnunet_medaka.pipeline.run)
-RUN_STAGES = ("plan", "teacher", "quality", "pseudolabel", "student-dataset", "student", "evaluate")
 # the plots `nnunet-medaka qc evaluate` writes (used when its report.json does not list them)
 QUALITY_PLOTS = ("scatter_predicted_vs_true_iou.png", "roc_and_risk_coverage_real.png",
                  "roc_and_risk_coverage_all.png", "per_organ_auroc.png")
 _FLOAT_COLUMNS = ("predicted_iou", "p_good", "true_iou")
 
 
-def _read_json(path: Path, missing: list, what: str) -> Optional[Any]:
+def read_json_noted(path: Path, missing: list, what: str) -> Optional[Any]:
     """The parsed file, or None with a note in ``missing`` when it is absent or unreadable."""
     if not path.is_file():
         missing.append(f"{what} ({path.name}) not found")
@@ -109,7 +109,7 @@ def _image_for(case: str, entry: dict, image_dirs: list, ending: str) -> Optiona
     return None
 
 
-def _folds(model: Path) -> list:
+def model_folds(model: Path) -> list:
     """[(fold name, progress.png or None)] of a model folder, folds in numeric order."""
     def order(p: Path):
         suffix = p.name[len("fold_"):]
@@ -140,7 +140,7 @@ def collect_pseudolabels(pseudo_dir: Path, missing: list, *, raw: Optional[Path]
     raw_json = raw_json or {}
     settings: dict = {}
     if pseudo_dir.is_dir():
-        settings = _read_json(pseudo_dir / "pseudolabel_settings.json", missing, "pseudo-label settings") or {}
+        settings = read_json_noted(pseudo_dir / "pseudolabel_settings.json", missing, "pseudo-label settings") or {}
         cases, source = _pseudo_rows(pseudo_dir, missing)
     else:
         missing.append("pseudo-labels: no pseudolabels folder yet")
@@ -155,7 +155,7 @@ def collect_pseudolabels(pseudo_dir: Path, missing: list, *, raw: Optional[Path]
         entry["label_map"] = label if label.is_file() else None
     labels = settings.get("labels") or raw_json.get("labels") or {}
     labels = {k: v for k, v in labels.items() if k not in ("background", "ignore") and isinstance(v, int) and v > 0}
-    summary = _read_json(pseudo_dir / "pseudolabel_summary.json", [], "") if pseudo_dir.is_dir() else None
+    summary = read_json_noted(pseudo_dir / "pseudolabel_summary.json", [], "") if pseudo_dir.is_dir() else None
     return {"pseudo": {"dir": pseudo_dir, "cases": cases, "source": source, "summary": summary}, "labels": labels,
             "ignore_label": settings.get("ignore_label", raw_json.get("labels", {}).get("ignore")),
             "settings": settings}
@@ -167,7 +167,7 @@ def collect_quality(quality_dir: Path, missing: list) -> dict:
     evaluation = quality_dir / "evaluation"
     report, plots, metrics = None, [], []
     if evaluation.is_dir():
-        report = _read_json(evaluation / "report.json", missing, "quality classifier evaluation")
+        report = read_json_noted(evaluation / "report.json", missing, "quality classifier evaluation")
         names = (report or {}).get("plots") or QUALITY_PLOTS
         plots = [evaluation / n for n in names if (evaluation / n).is_file()]
         metrics = _metrics_rows(evaluation / "metrics.csv")
@@ -202,19 +202,20 @@ def collect_run(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MedakaError(f"{run_dir}: no such folder (give the --out folder of `nnunet-medaka run`)")
-    if not any((run_dir / name).is_file() for name in ("run_state.json", "run_settings.json", "results.json")):
-        raise MedakaError(f"{run_dir}: no run_state.json, run_settings.json or results.json; not a run folder "
+    layout = RunLayout(run_dir)
+    if not any(p.is_file() for p in (layout.state, layout.settings, layout.results)):
+        raise MedakaError(f"{run_dir}: no {layout.STATE}, {layout.SETTINGS} or {layout.RESULTS}; not a run folder "
                           "(give the --out folder of `nnunet-medaka run`)")
     missing: list = []
-    settings = _read_json(run_dir / "run_settings.json", missing, "run settings") or {}
-    state = _read_json(run_dir / "run_state.json", missing, "run state") or {}
+    settings = read_json_noted(layout.settings, missing, "run settings") or {}
+    state = read_json_noted(layout.state, missing, "run state") or {}
     done = state.get("stages", {}) if isinstance(state, dict) else {}
     stages = {name: done.get(name) for name in RUN_STAGES}
     stages.update({name: entry for name, entry in done.items() if name not in stages})
     unfinished = [name for name in RUN_STAGES if not (stages.get(name) or {}).get("finished")]
     if unfinished:
         missing.append(f"the run has not finished: stage(s) {', '.join(unfinished)} not done")
-    results = _read_json(run_dir / "results.json", missing, "results") or {}
+    results = read_json_noted(layout.results, missing, "results") or {}
     paths = results.get("paths", {})
     outputs = {name: (entry or {}).get("outputs", {}) for name, entry in stages.items()}
 
@@ -223,17 +224,17 @@ def collect_run(run_dir: Path) -> dict:
         missing.append("test scores: the evaluate stage has not finished")
 
     pseudo_dir = _locate(paths.get("pseudo_labels") or outputs.get("pseudolabel", {}).get("folder"),
-                         run_dir / "pseudolabels")
+                         layout.pseudolabels)
     raw = Path(paths["raw"]) if paths.get("raw") else None
     raw_json = {}
     if raw is not None and (raw / "dataset.json").is_file():
-        raw_json = _read_json(raw / "dataset.json", missing, "raw dataset.json") or {}
+        raw_json = read_json_noted(raw / "dataset.json", missing, "raw dataset.json") or {}
     pseudo = collect_pseudolabels(pseudo_dir, missing, raw=raw, raw_json=raw_json)
     labels = pseudo["labels"]
     if not labels and scores:
         first = next(iter(scores.values()))
         labels = {organ: i + 1 for i, organ in enumerate(o for o in first if o != "mean")}
-    quality_dir = _locate(paths.get("quality") or outputs.get("quality", {}).get("folder"), run_dir / "quality")
+    quality_dir = _locate(paths.get("quality") or outputs.get("quality", {}).get("folder"), layout.quality)
     quality = collect_quality(quality_dir, missing)
 
     models = {}
@@ -245,15 +246,15 @@ def collect_run(run_dir: Path) -> dict:
             missing.append(f"{role} model folder not found" + (f" ({recorded})" if recorded else ""))
             models[role] = {"folder": folder, "folds": []}
             continue
-        folds = _folds(folder)
+        folds = model_folds(folder)
         models[role] = {"folder": folder, "folds": folds}
         for fold, png in folds:
             if png is None:
                 missing.append(f"{role} {fold}: no progress.png")
 
     plots = {}
-    for name in ("iou_per_organ.png", "overlays.png"):
-        path = run_dir / name
+    for path in (layout.plot, layout.overlays):
+        name = path.name
         if path.is_file():
             plots[name] = path
         else:

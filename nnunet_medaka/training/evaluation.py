@@ -1,4 +1,4 @@
-"""Read nnU-Net's evaluation ``summary.json`` files and compare models per organ (table and plot)."""
+"""Read nnU-Net's evaluation ``summary.json`` files and compare models per organ (table, bar plot, overlays)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from typing import Mapping
 
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["per_label_scores", "comparison_table", "plot_comparison"]
+__all__ = ["comparison_table", "per_label_scores", "plot_comparison", "write_overlays"]
 
 
 def per_label_scores(summary_file: os.PathLike | str, labels: Mapping[str, int]) -> dict:
@@ -87,3 +87,64 @@ def plot_comparison(results: Mapping[str, Mapping[str, Mapping[str, float]]], ou
     fig.savefig(out_file, dpi=120)
     plt.close(fig)
     return out_file
+
+
+_COLOURS = ((0.90, 0.10, 0.10), (0.10, 0.70, 0.20), (0.15, 0.35, 0.95), (0.95, 0.75, 0.10), (0.70, 0.20, 0.80),
+            (0.10, 0.80, 0.85), (0.95, 0.45, 0.10), (0.55, 0.35, 0.15), (0.95, 0.50, 0.75), (0.50, 0.80, 0.30))
+
+
+def write_overlays(out_file: Path, images: Path, truth: Path, predictions: Mapping[str, Path], file_ending: str,
+                   labels: Mapping[str, int], max_cases: int = 8) -> Path:
+    """One row per test case: the axial slice through the organs' centre, with ground truth and each model's
+    prediction in colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import SimpleITK as sitk
+
+    cases = sorted(p.name[: -len(file_ending)] for p in truth.iterdir() if p.name.endswith(file_ending))[:max_cases]
+    columns = ["ground truth", *predictions]
+    first = sitk.ReadImage(str(truth / f"{cases[0]}{file_ending}")).GetSize() if cases else (1, 1, 1)
+    row_height = min(3.0, 3.0 * first[1] / max(first[0], 1)) + 0.35  # rows as tall as a slice, not more
+    fig, axes = plt.subplots(len(cases), len(columns), figsize=(3 * len(columns), row_height * len(cases) + 0.6),
+                             squeeze=False)
+    palette = np.array([(0, 0, 0), *_COLOURS * (1 + len(labels) // len(_COLOURS))], dtype=float)
+    for row, case in enumerate(cases):
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(images / f"{case}_0000{file_ending}"))).astype(np.float32)
+        gt = sitk.GetArrayFromImage(sitk.ReadImage(str(truth / f"{case}{file_ending}")))
+        z = int(np.round(np.mean(np.nonzero(gt)[0]))) if gt.any() else gt.shape[0] // 2
+        lo, hi = np.percentile(image[z], (1, 99))
+        grey = np.clip((image[z] - lo) / max(hi - lo, 1e-6), 0, 1)
+        for col, name in enumerate(columns):
+            seg = gt if name == "ground truth" else _read_or_none(predictions[name] / f"{case}{file_ending}")
+            ax = axes[row][col]
+            rgb = np.repeat(grey[..., None], 3, axis=2)
+            if seg is not None:
+                s = np.clip(seg[z].astype(int), 0, len(palette) - 1)
+                mask = s > 0
+                rgb[mask] = 0.45 * rgb[mask] + 0.55 * palette[s[mask]]
+            ax.imshow(rgb, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name)
+            if col == 0:
+                ax.set_ylabel(f"{case}\nz={z}", fontsize=8)
+    from matplotlib.patches import Patch
+
+    organs = [(name, value) for name, value in labels.items() if name not in ("background", "ignore")]
+    fig.legend(handles=[Patch(color=palette[min(v, len(palette) - 1)], label=n) for n, v in organs],
+               loc="lower center", ncol=min(len(organs), 5), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.6 / (row_height * len(cases) + 0.6) + 0.02 * (len(organs) > 5), 1, 1))
+    out_file = Path(out_file)
+    fig.savefig(out_file, dpi=90)
+    plt.close(fig)
+    return out_file
+
+
+def _read_or_none(path: Path):
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))) if path.is_file() else None

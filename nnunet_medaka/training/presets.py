@@ -15,10 +15,12 @@ Each preset is a dict of
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
+from nnunet_medaka.config import MedakaConfig
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["PRESETS", "config_assignments", "get_preset"]
+__all__ = ["PRESETS", "PRESET_RUN_DEFAULTS", "RUN_DEFAULTS", "config_assignments", "get_preset", "resolve_settings"]
 
 PRESETS: dict = {
     "cpu-demo": {
@@ -75,3 +77,54 @@ def get_preset(name: str) -> dict:
 def config_assignments(preset: dict) -> list:
     """The preset's config-file keys as ``(key, value)`` pairs for `nnunet_medaka.config.update_config_file`."""
     return [(k, preset[k]) for k in _CONFIG_KEYS]
+
+
+# Settings of the method on top of the training preset (`nnunet_medaka.training.presets`); all overridable.
+RUN_DEFAULTS = {
+    "cv_folds": 5,  # teacher cross-validation folds: the quality classifier's training data
+    "student_folds": [0],  # student folds trained; teacher and student are compared on the same folds
+    "seed": 0,
+    "tau": 0.7,  # a pseudo-label is good when its IoU >= tau
+    "acceptance": "case",  # case | organ | none (see nnunet_medaka.pseudolabel.acceptance)
+    "corruptions_per_organ": 4,
+    "kd_weight": MedakaConfig.kd_weight,  # the KD trainer's own defaults (docs/results: kd_weight)
+    "kd_temperature": MedakaConfig.kd_temperature,
+    "parallel_folds": 1,  # teacher folds trained at the same time (CPU: the cores are shared out between them)
+    "student_init": "random",  # random | teacher: start the student from its teacher fold's weights
+}
+# Per-preset method defaults, each chosen by measurement (docs/results): cpu-demo accepts per organ (a teacher of
+# a few minutes has a weak organ in every case), starts the student from its teacher and keeps kd_weight 1; quick
+# starts the student from its teacher (the short schedule leaves the teacher undertrained).
+PRESET_RUN_DEFAULTS = {"cpu-demo": {"cv_folds": 2, "parallel_folds": 2, "acceptance": "organ", "student_init": "teacher",
+                                    "kd_weight": 1.0},
+                       "quick": {"student_init": "teacher"}}
+
+
+def resolve_settings(preset: str, overrides: Optional[dict] = None) -> dict:
+    """The run's settings: the training preset, then the method's defaults, then ``overrides``.
+
+    Raises
+    ------
+    MedakaError
+        For an unknown preset or key, or a value out of range.
+    """
+    settings = {"preset": preset, **get_preset(preset), **RUN_DEFAULTS, **PRESET_RUN_DEFAULTS.get(preset, {})}
+    for key, value in (overrides or {}).items():
+        if key not in settings or key in ("preset", "measured"):
+            raise MedakaError(f"unknown run setting {key!r}; known: {', '.join(sorted(k for k in settings if k not in ('preset', 'measured')))}")
+        settings[key] = value
+    if not isinstance(settings["cv_folds"], int) or settings["cv_folds"] < 2:
+        raise MedakaError(f"cv_folds={settings['cv_folds']!r}: expected a whole number >= 2 (the quality classifier "
+                          "learns from out-of-fold predictions)")
+    bad = [f for f in settings["student_folds"] if not isinstance(f, int) or not 0 <= f < settings["cv_folds"]]
+    if bad or not settings["student_folds"]:
+        raise MedakaError(f"student_folds={settings['student_folds']!r}: expected folds among 0..{settings['cv_folds'] - 1}")
+    if isinstance(settings["parallel_folds"], bool) or not isinstance(settings["parallel_folds"], int) \
+            or settings["parallel_folds"] < 1:
+        raise MedakaError(f"parallel_folds={settings['parallel_folds']!r}: expected a whole number >= 1")
+    if settings["student_init"] not in ("random", "teacher"):
+        raise MedakaError(f"student_init={settings['student_init']!r}: expected random (nnU-Net's initialisation) or "
+                          "teacher (start from the teacher fold's weights, nnUNetv2_train -pretrained_weights)")
+    if settings["acceptance"] not in ("case", "organ", "none"):
+        raise MedakaError(f"acceptance={settings['acceptance']!r}: expected case, organ or none")
+    return settings

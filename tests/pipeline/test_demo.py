@@ -8,7 +8,7 @@ from nnunet_medaka.pipeline.demo import run_demo
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
     (tmp_path / "mine.txt").write_text("user data")
-    with pytest.raises(MedakaError, match="was not made by the demo.*--overwrite"):
+    with pytest.raises(MedakaError, match="holds no .nnunet_medaka_demo \\(not a folder made by the demo\\); choose another --work-dir or pass --overwrite"):
         run_demo(tmp_path, device="cpu")
     assert (tmp_path / "mine.txt").read_text() == "user data"
 

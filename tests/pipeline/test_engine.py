@@ -1,61 +1,103 @@
-"""Stage-by-stage resume: finished stages are skipped, changed inputs redo a stage and everything after it."""
+"""The engine of run and experiment: finished nodes are skipped, changed inputs redo a node and everything below it,
+progress comes as events (asserted here) that one printer turns into lines."""
 import json
 
 import pytest
 
 from nnunet_medaka.errors import MedakaError
-from nnunet_medaka.pipeline.state import RunState, Stage, files_fingerprint, run_stages
+from nnunet_medaka.pipeline.engine import (
+    Node, RunState, Step, files_fingerprint, node_fingerprints, print_events, run_graph,
+)
 
 
-def make_stages(calls, settings):
-    def stage(name):
-        def run():
+def chain(calls, settings, resets=None, fail=None):
+    """Nodes a -> b -> c as `run` builds them: each depends on every earlier one."""
+    def step(name):
+        def run(say):
             calls.append(name)
+            say(f"working on {name}")
+            if name == fail:
+                raise RuntimeError("killed")
             return {"made": name}
-        return Stage(name, commands=lambda: [f"echo {name}"], inputs=lambda: settings.get(name), run=run)
-    return [stage(n) for n in ("a", "b", "c")]
+        reset = (lambda: resets.append(name)) if resets is not None else None
+        return Step(lambda: [f"echo {name}"], run, reset)
+    names = ("a", "b", "c")
+    return [Node(n, settings.get(n), list(names[:i]), step(n)) for i, n in enumerate(names)]
 
 
-def test_finished_stages_are_skipped(tmp_path):
-    calls, settings, lines = [], {"a": 1, "b": 2, "c": 3}, []
-    run_stages(make_stages(calls, settings), RunState(tmp_path / "s.json"), log=lines.append)
-    assert calls == ["a", "b", "c"]
-    result = run_stages(make_stages(calls, settings), RunState(tmp_path / "s.json"), log=lines.append)
-    assert calls == ["a", "b", "c"]
-    assert all(r["skipped"] for r in result.values())
-    assert result["b"]["outputs"] == {"made": "b"}
+def run_chain(nodes, path, **kw):
+    events = []
+    done = run_graph(nodes, RunState(path), on_event=events.append, chained=True, **kw)
+    return done, events
 
 
-def test_changed_input_redoes_that_stage_and_the_later_ones(tmp_path):
-    calls, settings, lines = [], {"a": 1, "b": 2, "c": 3}, []
-    run_stages(make_stages(calls, settings), RunState(tmp_path / "s.json"), log=lines.append)
+def kinds(events, kind):
+    return [e.node for e in events if e.kind == kind]
+
+
+def test_finished_nodes_are_skipped(tmp_path):
+    calls, settings = [], {"a": 1, "b": 2, "c": 3}
+    _, events = run_chain(chain(calls, settings), tmp_path / "s.json")
+    assert calls == ["a", "b", "c"] and kinds(events, "started") == ["a", "b", "c"]
+    assert [e.text for e in events if e.kind == "line"] == ["working on a", "working on b", "working on c"]
+    assert all(e.reason == "not run yet" and not e.redo for e in events if e.kind == "started")
+    result, events = run_chain(chain(calls, settings), tmp_path / "s.json")
+    assert calls == ["a", "b", "c"] and kinds(events, "skipped") == ["a", "b", "c"]
+    assert all(r["skipped"] for r in result.values()) and result["b"]["outputs"] == {"made": "b"}
+
+
+def test_changed_input_redoes_that_node_and_resets_the_finished_ones_below(tmp_path):
+    calls, resets, settings = [], [], {"a": 1, "b": 2, "c": 3}
+    run_chain(chain(calls, settings, resets), tmp_path / "s.json")
+    assert resets == []
     settings["b"] = 20
     calls.clear()
-    run_stages(make_stages(calls, settings), RunState(tmp_path / "s.json"), log=lines.append)
-    assert calls == ["b", "c"]
-    assert any("b: redone, its inputs changed" in line for line in lines)
+    _, events = run_chain(chain(calls, settings, resets), tmp_path / "s.json")
+    assert calls == ["b", "c"] and resets == ["b", "c"]  # outputs of b and of c (below it) removed once, up front
+    started = {e.node: e for e in events if e.kind == "started"}
+    assert started["b"].redo and started["b"].reason.startswith("its inputs changed (fingerprint ")
+    assert not started["c"].redo  # its record was dropped with b's reset
 
 
-def test_a_stage_that_failed_is_not_recorded(tmp_path):
+def test_a_node_that_failed_is_not_recorded(tmp_path):
     calls, settings = [], {"a": 1, "b": 2, "c": 3}
-    stages = make_stages(calls, settings)
-
-    def boom():
-        raise RuntimeError("killed")
-    stages[1] = Stage("b", commands=lambda: [], inputs=lambda: 2, run=boom)
     with pytest.raises(RuntimeError):
-        run_stages(stages, RunState(tmp_path / "s.json"), log=lambda s: None)
+        run_chain(chain(calls, settings, fail="b"), tmp_path / "s.json")
     assert set(json.loads((tmp_path / "s.json").read_text())["stages"]) == {"a"}
     calls.clear()
-    run_stages(make_stages(calls, settings), RunState(tmp_path / "s.json"), log=lambda s: None)
+    run_chain(chain(calls, settings), tmp_path / "s.json")
     assert calls == ["b", "c"]
 
 
-def test_dry_run_prints_commands_and_runs_nothing(tmp_path):
+def test_dry_run_lists_commands_and_runs_nothing(tmp_path):
     calls, lines = [], []
-    run_stages(make_stages(calls, {}), RunState(tmp_path / "s.json"), log=lines.append, dry_run=True)
+    run_graph(chain(calls, {}), RunState(tmp_path / "s.json"), on_event=print_events(lines.append), dry_run=True,
+              chained=True)
     assert calls == [] and not (tmp_path / "s.json").exists()
-    assert "      $ echo b" in lines
+    assert lines == ["[1/3] a: would run (not run yet)", "      $ echo a", "[2/3] b: would run (not run yet)",
+                     "      $ echo b", "[3/3] c: would run (not run yet)", "      $ echo c"]
+
+
+def test_printer_names_the_node_of_every_line_when_nodes_run_side_by_side(tmp_path):
+    lines = []
+    nodes = chain([], {})
+    for node in nodes:
+        node.rows = {"teacher"}
+    run_graph(nodes, RunState(tmp_path / "s.json"), on_event=print_events(lines.append, parallel=True), workers=2,
+              rows_order=["teacher", "kd-only"])
+    assert lines[:4] == ["[1/3] a (rows: teacher)", "      (a) $ echo a", "      (a) working on a"] + \
+        [lines[3]] and lines[3].startswith("      (a) done in ")
+
+
+def test_the_two_fingerprint_forms_of_earlier_state_files_are_kept():
+    from nnunet_medaka.pipeline.engine import fingerprint
+
+    nodes = chain([], {"a": 1, "b": 2})
+    chained = node_fingerprints(nodes, chained=True)
+    assert chained["a"] == fingerprint({"inputs": 1, "before": []})  # what run's state file holds
+    assert chained["b"] == fingerprint({"inputs": 2, "before": [chained["a"]]})
+    graph = fingerprint({"inputs": 1, "deps": {}})  # what experiment's state file holds
+    assert node_fingerprints(nodes)["a"] == fingerprint({"inputs": {"node": graph}, "before": []})
 
 
 def test_files_fingerprint_sees_new_and_changed_files(tmp_path):
@@ -66,22 +108,10 @@ def test_files_fingerprint_sees_new_and_changed_files(tmp_path):
     assert before != after
     (tmp_path / "d" / "x").write_text("22")
     assert files_fingerprint([tmp_path / "d"]) != after
+    assert files_fingerprint([tmp_path / "missing"]) != files_fingerprint([tmp_path / "d"])
 
 
 def test_corrupt_state_file_is_named(tmp_path):
     (tmp_path / "s.json").write_text("{")
     with pytest.raises(MedakaError, match="s.json: not valid JSON"):
         RunState(tmp_path / "s.json")
-
-
-def test_changed_input_resets_that_stage_and_the_later_finished_ones(tmp_path):
-    resets, settings = [], {"a": 1, "b": 2, "c": 3}
-
-    def stages():
-        return [Stage(n, commands=lambda: [], inputs=lambda n=n: settings[n], run=lambda: {},
-                      reset=lambda n=n: resets.append(n)) for n in ("a", "b", "c")]
-    run_stages(stages(), RunState(tmp_path / "s.json"), log=lambda s: None)
-    assert resets == []
-    settings["b"] = 5
-    run_stages(stages(), RunState(tmp_path / "s.json"), log=lambda s: None)
-    assert resets == ["b", "c"]

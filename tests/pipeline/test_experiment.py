@@ -14,12 +14,14 @@ from helpers import TINY_RUN, make_raw_dataset, run_checked, tool, write_nifti
 from nnunet_medaka.conversion.split import split_dataset
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.pipeline.experiment_command import STATE_FILE, run_experiment
-from nnunet_medaka.pipeline.experiment_results import (
-    compare_rows, paired_bootstrap, read_results_csv, write_experiment_results,
-)
+from nnunet_medaka.pipeline.experiment_results import write_experiment_results
+from nnunet_medaka.training.comparison import compare_rows, paired_bootstrap, read_results_csv
 from nnunet_medaka.pipeline.experiment_units import ROWS, UnitGraph, accept_all_view, draw_labeled
-from nnunet_medaka.pipeline.graph import Node, node_fingerprints, run_nodes
-from nnunet_medaka.pipeline.state import RunState
+from nnunet_medaka.pipeline.engine import Node, RunState, Step, node_fingerprints, print_events, run_graph
+
+
+def run_nodes(nodes, state, *, say, workers=1):
+    return run_graph(nodes, state, on_event=print_events(say, parallel=workers > 1), workers=workers)
 
 # the tiny schedule of `run`'s tests, without nnU-Net's final validation (the rows are scored on the test cases;
 # the quality classifier, which needs it, is not part of the end-to-end test's rows)
@@ -233,12 +235,13 @@ def in_env(nnunet_env, monkeypatch):
 
 
 def _graph(dataset: int, out: Path, rows, fractions=(1.0, 0.5), seeds=(0, 1), ids=None) -> UnitGraph:
-    from nnunet_medaka.pipeline.run import _raw_dataset, resolve_settings
+    from nnunet_medaka.pipeline.run import raw_dataset
+    from nnunet_medaka.training.presets import resolve_settings
 
-    raw, _, ds = _raw_dataset(str(dataset))
+    raw, _, ds = raw_dataset(str(dataset))
     settings = resolve_settings("cpu-demo", {"cv_folds": 2})
     graph = UnitGraph(raw=raw, dataset_json=ds, out=out, settings=settings, rows=list(rows), fractions=list(fractions),
-                      seeds=list(seeds), ids={}, device="cpu", env={}, say=print)
+                      seeds=list(seeds), ids={}, device="cpu", env={})
     graph.ids.update(ids or {k: 100 + i for i, k in enumerate(graph.dataset_keys())})
     return graph
 
@@ -281,7 +284,7 @@ def test_nodes_resume_after_a_crash(tmp_path):
     calls = []
 
     def work(name, fail=False):
-        def run():
+        def run(say):
             calls.append(name)
             if fail and calls.count(name) == 1:
                 raise RuntimeError("killed")
@@ -289,9 +292,9 @@ def test_nodes_resume_after_a_crash(tmp_path):
         return run
 
     def nodes(fail_b=False, c_input=1):
-        return [Node("a", {"x": 1}, [], lambda: ["# a"], work("a")),
-                Node("b", {"x": 2}, ["a"], lambda: ["# b"], work("b", fail_b)),
-                Node("c", {"x": c_input}, ["a"], lambda: ["# c"], work("c"))]
+        return [Node("a", {"x": 1}, [], Step(lambda: ["# a"], work("a"))),
+                Node("b", {"x": 2}, ["a"], Step(lambda: ["# b"], work("b", fail_b))),
+                Node("c", {"x": c_input}, ["a"], Step(lambda: ["# c"], work("c")))]
 
     state = RunState(tmp_path / STATE_FILE)
     with pytest.raises(RuntimeError):
@@ -312,7 +315,7 @@ def test_parallel_nodes_respect_dependencies_and_stop_after_a_failure(tmp_path):
     started, lock = [], threading.Lock()
 
     def work(name, *, meet=False, fail=False):
-        def run():
+        def run(say):
             with lock:
                 started.append(name)
             if meet:
@@ -323,10 +326,10 @@ def test_parallel_nodes_respect_dependencies_and_stop_after_a_failure(tmp_path):
         return run
 
     def nodes(fail_c=False):
-        return [Node("a", {}, [], lambda: [], work("a", meet=True)),
-                Node("b", {}, [], lambda: [], work("b", meet=True)),
-                Node("c", {}, ["a"], lambda: [], work("c", fail=fail_c)),
-                Node("d", {}, ["b", "c"], lambda: [], work("d"))]
+        return [Node("a", {}, [], Step(lambda: [], work("a", meet=True))),
+                Node("b", {}, [], Step(lambda: [], work("b", meet=True))),
+                Node("c", {}, ["a"], Step(lambda: [], work("c", fail=fail_c))),
+                Node("d", {}, ["b", "c"], Step(lambda: [], work("d")))]
 
     with pytest.raises(RuntimeError, match="c failed"):
         run_nodes(nodes(fail_c=True), RunState(tmp_path / STATE_FILE), say=lambda _: None, workers=2)
@@ -337,7 +340,7 @@ def test_parallel_nodes_respect_dependencies_and_stop_after_a_failure(tmp_path):
     done = run_nodes(nodes(), RunState(tmp_path / STATE_FILE), say=lines.append, workers=2)
     assert started == ["c", "d"] and sorted(done) == ["a", "b", "c", "d"]  # resumed: a and b not redone
     assert any(line.startswith("[4/4] d") for line in lines)
-    orphan = [Node("e", {}, ["not-a-node"], lambda: [], work("e"))]
+    orphan = [Node("e", {}, ["not-a-node"], Step(lambda: [], work("e")))]
     with pytest.raises(MedakaError, match="unit e depends on not-a-node, not a unit before it"):
         run_nodes(orphan, RunState(tmp_path / "other.json"), say=lambda _: None, workers=2)
 

@@ -16,7 +16,9 @@ import pytest
 
 from helpers import TINY_RUN, make_raw_dataset, run_checked, tool
 from nnunet_medaka.conversion.split import split_dataset
-from nnunet_medaka.pipeline.run import STATE_FILE
+from nnunet_medaka.pipeline.layout import RunLayout
+
+STATE_FILE = RunLayout.STATE
 
 STAGES = ("plan", "teacher", "quality", "pseudolabel", "student-dataset", "student", "evaluate")
 ORGANS = {"eyes", "brain", "spinal_cord", "heart", "liver", "gut", "swim_bladder", "kidney", "mean"}
@@ -148,7 +150,8 @@ def test_bad_inputs_give_one_clear_error(run_dataset, nnunet_env, tmp_path):
 
 def test_parallel_folds_setting_is_checked_and_shares_out_the_cores(monkeypatch):
     from nnunet_medaka.errors import MedakaError
-    from nnunet_medaka.pipeline.run import _threads_per_training, resolve_settings
+    from nnunet_medaka.training.presets import resolve_settings
+    from nnunet_medaka.training.stock import threads_per_training
 
     assert resolve_settings("cpu-demo")["parallel_folds"] == 2 and resolve_settings("quick")["parallel_folds"] == 1
     assert resolve_settings("cpu-demo")["student_init"] == "teacher" and resolve_settings("quick")["student_init"] == "teacher"
@@ -162,10 +165,10 @@ def test_parallel_folds_setting_is_checked_and_shares_out_the_cores(monkeypatch)
         resolve_settings("cpu-demo", {"student_init": "pretrained"})
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     settings = resolve_settings("cpu-demo")
-    assert _threads_per_training(settings, "cpu", 2) == 8  # the cores shared out
-    assert _threads_per_training(settings, "cpu", 1) is None  # one training: nnU-Net's own choice
-    assert _threads_per_training(settings, "cuda", 2) is None
-    assert _threads_per_training(dict(settings, cpu_threads=3), "cpu", 2) == 3  # an explicit setting wins
+    assert threads_per_training(settings["cpu_threads"], "cpu", 2) == 8  # the cores shared out
+    assert threads_per_training(settings["cpu_threads"], "cpu", 1) is None  # one training: nnU-Net's own choice
+    assert threads_per_training(settings["cpu_threads"], "cuda", 2) is None
+    assert threads_per_training(3, "cpu", 2) == 3  # an explicit setting wins
 
 
 def test_summary_says_a_teacher_initialised_student_had_the_longer_schedule():
