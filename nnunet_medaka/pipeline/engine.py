@@ -9,15 +9,15 @@ The state file is rewritten atomically after each node, so a run killed with ``k
 the old or the new record, never a torn one; the work of a node killed half-way is redone (nodes resume inside
 themselves where nnU-Net can, e.g. ``nnUNetv2_train --c``).
 
-Progress is a stream of `Event` objects (a node would run or be skipped in a dry run, was skipped, started,
-said a line, finished); `print_events` turns them into the lines both commands print, so tests can assert on
-the events and the state file rather than on wording.
+Progress is a stream of `Event` objects; `print_events` turns them into the lines both commands print, so tests
+can assert on the events and the state file rather than on wording.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +31,9 @@ __all__ = ["Event", "Node", "RunState", "Step", "files_fingerprint", "fingerprin
            "print_events", "run_graph"]
 
 STATE_VERSION = 1
+# for tests of resume: "NODE=WHAT" SIGKILLs this process group when NODE emits the event kind WHAT or a line
+# containing WHAT (a kill at a named point, independent of the machine's speed)
+KILL_AT_VAR = "nnunet_medaka_kill_at"
 
 
 def fingerprint(value: Any) -> str:
@@ -77,12 +80,9 @@ class Node:
 
 @dataclass(frozen=True)
 class Event:
-    """One piece of progress.
-
-    ``kind`` is ``would-run`` / ``would-skip`` (dry run), ``skipped``, ``started``, ``line`` (``text`` said by the
-    node), or ``finished`` (``seconds``). ``reason`` says why a node runs (``not run yet``, ``its inputs changed
-    ...``); ``redo`` is True when it replaces a finished record; ``finished_at`` is a skipped node's record time.
-    """
+    """One piece of progress: ``kind`` ``would-run``/``would-skip`` (dry run), ``skipped``, ``started``, ``line``
+    (``text`` said by the node) or ``finished`` (``seconds``); ``reason`` why a node runs, ``redo`` when it replaces
+    a finished record, ``finished_at`` the record time of a skipped node."""
 
     kind: str
     node: str
@@ -188,7 +188,13 @@ def run_graph(nodes: Sequence[Node], state: RunState, *, on_event: Callable[[Eve
     def one(node: Node) -> dict:
         fp, i = fps[node.name], order[node.name]
         rows = tuple(r for r in rows_order if r in node.rows)
-        emit = lambda kind, **kw: on_event(Event(kind, node.name, i, len(nodes), rows=rows, **kw))
+        def emit(kind: str, **kw) -> None:
+            event = Event(kind, node.name, i, len(nodes), rows=rows, **kw)
+            on_event(event)
+            at, _, what = os.environ.get(KILL_AT_VAR, "").partition("=")
+            if at == node.name and (what == kind or (kind == "line" and what in event.text)):
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+
         done = state.finished(node.name, fp)
         if dry_run:
             emit("would-skip" if done else "would-run", reason=state.why_redo(node.name, fp),

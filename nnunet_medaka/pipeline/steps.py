@@ -36,17 +36,11 @@ class Unit:
     raw : Path
         Its raw dataset (``imagesTr``/``labelsTr``, ``imagesUnlabeled`` [+ ``labelsUnlabeled_gt``], ``imagesTs``/
         ``labelsTs``); its name is also the teacher's folder name in ``$nnUNet_preprocessed``/``_results``.
-    dataset_id : int
-    settings : dict
-        Resolved settings (`nnunet_medaka.training.presets.resolve_settings`).
-    seed : int
-        Training seed and quality-classifier seed.
-    device : str
-    env : dict
-        Environment of the stock commands.
-    folders : UnitFolders
-    logs : Path
-        Log folder; each stock command's log is ``logs/<log_prefix><name>.log``.
+    dataset_id, settings, seed, device, env
+        Its id, resolved settings (`nnunet_medaka.training.presets.resolve_settings`), training and quality seed,
+        and the device and environment of its stock commands.
+    folders, logs, log_prefix
+        Where it writes; each stock command's log is ``logs/<log_prefix><name>.log``.
     """
 
     raw: Path
