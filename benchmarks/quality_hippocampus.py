@@ -9,7 +9,7 @@ organ, classifier beating every baseline on AUROC and AURC) is met.
 
     python benchmarks/quality_hippocampus.py --work-dir bench_output/quality_hippo [--epochs 32 --iterations 25]
 
-The ``quick`` preset's teacher (issue 8's CPU protocol): ``--epochs 30 --iterations 100 --lr 0.05 --patch 56 40``.
+The ``quick`` preset's teacher (the CPU protocol): ``--epochs 30 --iterations 100 --lr 0.05 --patch 56 40``.
 
 Default network: nnU-Net's 2d plans with a small CPU variant (features 16/32/64/128, batch 8, nnU-Net's patch).
 

@@ -54,7 +54,7 @@ class MedakaConfig:
     teacher_checkpoint: str = "checkpoint_final.pth"
     kd_temperature: float = 2.0
     # 0.3: measured better than 1 in the method's setting, on the test split and confirmed on a validation split
-    # (README, "kd_weight 0.3, confirmed on a validation split")
+    # (docs/results/ablation-hippocampus.md)
     kd_weight: float = 0.3
     kd_scope: str = "all"
     kd_scales: str = "all"

@@ -56,7 +56,7 @@ def check_torch() -> Check:
         from torchvision.ops import nms  # noqa: F401
     except Exception as e:  # the install trap surfaces as RuntimeError, ImportError or OSError
         return Check("torch + torchvision", False, f"{type(e).__name__}: {e}".splitlines()[0][:160],
-                     "install a matching pair: pip install torch==2.14.1 torchvision==0.29.1 (see README, Troubleshooting)")
+                     "install a matching pair: pip install torch==2.14.1 torchvision==0.29.1 (see docs/getting-started/troubleshooting.md)")
     return Check("torch + torchvision", True, f"torch {torch.__version__}, torchvision {torchvision.__version__}")
 
 

@@ -98,7 +98,7 @@ def convert_microct(
     Raises
     ------
     MedakaError
-        For every problem with the input (see the issue list in the README); nothing is written then.
+        For every problem with the input (docs/how-to/convert-data.md); nothing is written then.
     """
     from nnunet_medaka.conversion.specimens import Settings, check_specimen, find_specimens
     from nnunet_medaka.conversion.raw_dataset import UNLABELED_GT, UNLABELED_IMAGES, staged_dataset, target_folder, write_dataset_json

@@ -29,7 +29,7 @@ SOURCE_ID, EXPERIMENT_ID = 801, 802
 RUN_FOLDER = "run"
 DEMO_SIZE = 80  # phantom voxels along the body
 # One "eyes" organ: the demo trains nnU-Net's 2d configuration (3d does not learn within minutes on a CPU), whose
-# sagittal slices show the left and the right eye alike (README, "The demo").
+# sagittal slices show the left and the right eye alike (docs/results/demo.md).
 DEMO_MERGE_EYES = True
 
 __all__ = ["run_demo"]

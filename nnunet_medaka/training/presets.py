@@ -7,7 +7,8 @@ Each preset is a dict of
     num_epochs, iterations_per_epoch, val_iterations_per_epoch, initial_lr, mirroring, cpu_threads,
     final_validation      config keys (`nnunet_medaka.config.MedakaConfig`) written to the dataset's config file
     fold                  the nnU-Net fold to train ("all": every labeled case; the test set is held out anyway)
-    measured              where the numbers behind the preset come from (benchmarks/README.md), or None
+
+Where each preset's numbers come from: docs/results (protocol.md for ``quick``, demo.md for ``cpu-demo``).
 
 ``quick`` is the CPU protocol chosen by measurement on MSD hippocampus (benchmarks/protocol_hippocampus.py);
 ``cpu-demo`` is the schedule of ``nnunet-medaka demo`` on synthetic phantoms (minutes on a CPU); ``full`` is nnU-Net's own schedule.
@@ -25,17 +26,16 @@ __all__ = ["PRESETS", "PRESET_RUN_DEFAULTS", "RUN_DEFAULTS", "config_assignments
 PRESETS: dict = {
     "cpu-demo": {
         # nnU-Net's 2d configuration with a narrow network: on 2 CPU cores 3d_fullres learned nothing but the eyes
-        # in 350 iterations, while 2d reached mean Dice ~0.6 on 9 synthetic organs (README, "The demo")
+        # in 350 iterations, while 2d reached mean Dice ~0.6 on 9 synthetic organs (docs/results/demo.md)
         "configuration": "2d",
         "small_plans": {"target_plans": "nnUNetPlansDemo", "features_per_stage": [16, 32, 64, 128],
                         "batch_size": 8, "patch_size": None},
         "num_epochs": 28, "iterations_per_epoch": 50, "val_iterations_per_epoch": 5,
         "initial_lr": 0.1, "mirroring": False, "cpu_threads": None, "final_validation": True, "fold": "all",
-        "measured": "synthetic phantoms, 6 labeled / 4 test specimens, 2 folds: README, 'The demo'",
     },
     "quick": {
-        # The CPU protocol chosen by measurement on MSD hippocampus (20 labeled, 30 test cases, seeds 0-2;
-        # benchmarks/README.md): it meets the protocol's goal, see "measured".
+        # The CPU protocol chosen by measurement on MSD hippocampus (20 labeled, 30 test cases, seeds 0-2): mean
+        # Dice 0.807 +- 0.007 in ~17 min of training per model on 2 CPU cores (docs/results/protocol.md).
         "configuration": "2d",
         "small_plans": {"target_plans": "nnUNetPlansQuick", "features_per_stage": [16, 32, 64, 128],
                         "batch_size": 8, "patch_size": [56, 40]},
@@ -43,17 +43,12 @@ PRESETS: dict = {
         # final_validation stays on: `run` needs the cross-validation predictions (the protocol benchmark turns it
         # off for fold "all", whose validation cases are its training cases)
         "initial_lr": 0.05, "mirroring": False, "cpu_threads": None, "final_validation": True, "fold": "all",
-        "measured": ("MSD hippocampus, 20 labeled / 30 test cases, seeds 0-2, fold all, 1 torch thread each, 3 trainings "
-                     "side by side on a 2-core CPU: mean Dice 0.807 +- 0.007 (anterior 0.814 +- 0.005, posterior "
-                     "0.800 +- 0.009), no label at 0, 1021-1075 s training per model; meets the goal (>= 0.80, spread "
-                     "<= 0.03, <= 20 min). benchmarks/README.md"),
     },
     "full": {
         "configuration": "3d_fullres",
         "small_plans": None,
         "num_epochs": 1000, "iterations_per_epoch": 250, "val_iterations_per_epoch": 50,
         "initial_lr": 0.01, "mirroring": True, "cpu_threads": None, "final_validation": True, "fold": 0,
-        "measured": "nnU-Net's own schedule (not run here: no GPU)",
     },
 }
 
@@ -92,7 +87,7 @@ RUN_DEFAULTS = {
     "parallel_folds": 1,  # teacher folds trained at the same time (CPU: the cores are shared out between them)
     "student_init": "random",  # random | teacher: start the student from its teacher fold's weights
 }
-# Per-preset method defaults, each chosen by measurement (docs/results): cpu-demo accepts per organ (a teacher of
+# Per-preset method defaults, each chosen by measurement (docs/results, CHANGELOG.md): cpu-demo accepts per organ (a teacher of
 # a few minutes has a weak organ in every case), starts the student from its teacher and keeps kd_weight 1; quick
 # starts the student from its teacher (the short schedule leaves the teacher undertrained).
 PRESET_RUN_DEFAULTS = {"cpu-demo": {"cv_folds": 2, "parallel_folds": 2, "acceptance": "organ", "student_init": "teacher",
@@ -110,8 +105,8 @@ def resolve_settings(preset: str, overrides: Optional[dict] = None) -> dict:
     """
     settings = {"preset": preset, **get_preset(preset), **RUN_DEFAULTS, **PRESET_RUN_DEFAULTS.get(preset, {})}
     for key, value in (overrides or {}).items():
-        if key not in settings or key in ("preset", "measured"):
-            raise MedakaError(f"unknown run setting {key!r}; known: {', '.join(sorted(k for k in settings if k not in ('preset', 'measured')))}")
+        if key not in settings or key == "preset":
+            raise MedakaError(f"unknown run setting {key!r}; known: {', '.join(sorted(k for k in settings if k != 'preset'))}")
         settings[key] = value
     if not isinstance(settings["cv_folds"], int) or settings["cv_folds"] < 2:
         raise MedakaError(f"cv_folds={settings['cv_folds']!r}: expected a whole number >= 2 (the quality classifier "

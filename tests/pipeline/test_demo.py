@@ -1,4 +1,4 @@
-"""The README's main command: its refusals. The demo itself runs end to end, killed and resumed in every stage,
+"""The quick start's main command: its refusals. The demo itself runs end to end, killed and resumed in every stage,
 in tests/pipeline/test_run.py."""
 import pytest
 
