@@ -15,6 +15,16 @@ TINY_ID = 901
 TINY_NAME = "TinySpheres"
 SMALL_PLANS = "nnUNetPlansSmall"
 TINY_SCHEDULE = {"num_epochs": 1, "iterations_per_epoch": 3, "val_iterations_per_epoch": 1, "mirroring": False}
+# fixtures that plan, train or predict with real nnU-Net: a test using one (directly or through another fixture)
+# is marked slow, so `make test-fast` (-m "not slow") leaves it out; tests that run nnU-Net themselves carry
+# @pytest.mark.slow
+SLOW_FIXTURES = {"tiny_dataset", "trained_teacher", "teacher_cv", "pseudo_none", "pseudo_organ", "student_build"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @dataclass(frozen=True)

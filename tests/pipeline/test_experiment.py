@@ -408,6 +408,7 @@ def test_refuses_a_folder_that_is_not_an_experiment(exp_dataset, in_env, tmp_pat
 
 
 # ---- end to end with real nnU-Net ---------------------------------------------------------------------------------
+@pytest.mark.slow  # trains or predicts with real nnU-Net
 def test_experiment_two_rows_two_seeds_end_to_end(exp_dataset, nnunet_env, tmp_path):
     out = tmp_path / "exp"
     cmd = [tool("nnunet-medaka"), "experiment", str(exp_dataset), "--out", str(out), "--rows", "teacher", "kd-only",

@@ -28,7 +28,7 @@ def test_table_labels_and_true_iou(pseudo_none, unlabeled):
     assert tuple(rows[0]) == TABLE_COLUMNS
     assert [(r["case"], r["organ"]) for r in rows] == [(f"u_{i:03d}", o) for i in range(N_UNLABELED) for o in ("sphere", "box")]
     assert {r["decision"] for r in rows} == {"accept"} and {r["case_decision"] for r in rows} == {"accept"}
-    assert all(r["predicted_iou"] == "" and r["p_good"] == "" for r in rows)  # no quality model
+    assert rows and all(r["predicted_iou"] == "" and r["p_good"] == "" for r in rows)  # no quality model
     _, gt = unlabeled
     for r in rows:  # true IoU recomputed from the written label map and the ground truth
         pred, truth = read(pseudo_none / "labels" / f"{r['case']}.nii.gz"), read(gt / f"{r['case']}.nii.gz")

@@ -114,7 +114,7 @@ def test_grouped_cv_never_scores_a_case_with_a_model_that_saw_it():
     folds_of_case = {}
     for i, r in enumerate(rows):
         folds_of_case.setdefault(r["case"], set()).add(int(out["cv_fold"][i]))
-    assert all(len(f) == 1 for f in folds_of_case.values())
+    assert folds_of_case and all(len(f) == 1 for f in folds_of_case.values())
     again = grouped_predictions(rows, reference, list(LABELS), tau=0.5, n_splits=4, seed=0)
     assert np.array_equal(out["p_good"], again["p_good"])  # deterministic given the seed
 

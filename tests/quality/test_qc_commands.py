@@ -61,7 +61,7 @@ def test_qc_train_writes_model_features_and_report(quality_folder, teacher_cv):
                                     *(["tta_agreement"] if subset == "real" else [])}
             assert set(methods["classifier"]) >= {"auroc", "auprc", "spearman", "aurc", "mae"}
     tta = [float(r["tta_dice"]) for r in rows if r["real"] == "1"]
-    assert all(0 <= v <= 1 for v in tta) and all(np.isnan(float(r["tta_dice"])) for r in rows if r["real"] == "0")
+    assert tta and all(0 <= v <= 1 for v in tta) and all(np.isnan(float(r["tta_dice"])) for r in rows if r["real"] == "0")
 
 
 def test_grouped_cv_of_the_report_never_scores_a_seen_case(quality_folder):
@@ -73,7 +73,7 @@ def test_grouped_cv_of_the_report_never_scores_a_seen_case(quality_folder):
     for p in predictions:
         assert p["case"] not in report["folds"][int(p["cv_fold"])]["train_cases"]
         fold_of_case.setdefault(p["case"], set()).add(p["cv_fold"])
-    assert all(len(v) == 1 for v in fold_of_case.values())  # organs and corrupted copies stay together
+    assert fold_of_case and all(len(v) == 1 for v in fold_of_case.values())  # organs and copies stay together
 
 
 def test_qc_evaluate_cli(quality_folder, tmp_path, capsys):

@@ -7,6 +7,8 @@ optimizer state was dropped to keep the file small (prediction reads only the ne
 """
 from __future__ import annotations
 
+import pytest
+
 import shutil
 from pathlib import Path
 
@@ -25,6 +27,7 @@ def test_fixture_was_made_by_kdtrainer():
     assert checkpoint["trainer_name"] == "KDTrainer"
 
 
+@pytest.mark.slow  # trains or predicts with real nnU-Net
 def test_student_from_release_0_1_0_predicts_as_it_did(nnunet_env, tmp_path):
     results = tmp_path / "results"
     shutil.copytree(FIXTURE / MODEL, results / MODEL)
