@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "CONFIG_ENV_VAR",
     "CONFIG_FILE_NAME",
     "MedakaConfig",
+    "check_value",
     "config_path",
     "load_config",
     "parse_assignment",
@@ -80,8 +82,8 @@ def _number(low: float, inclusive: bool) -> Callable[[Any], Optional[str]]:
     want = f"a number {'>=' if inclusive else '>'} {low:g}"
 
     def check(v: Any) -> Optional[str]:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-            return want
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return want + " (finite)"
         return None if (v >= low if inclusive else v > low) else want
 
     return check
@@ -126,7 +128,7 @@ def _optional_positive_int(v: Any) -> Optional[str]:
 
 def _learning_rate(v: Any) -> Optional[str]:
     want = "a number > 0 and <= 1 (nnU-Net's default is 0.01)"
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         return want
     return None if 0 < v <= 1 else want
 
@@ -163,6 +165,13 @@ _CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "kd_warmup": _non_negative_int,
 }
 assert set(_CHECKS) == {f.name for f in dataclasses.fields(MedakaConfig)}
+
+
+def check_value(key: str, value: Any) -> Optional[str]:
+    """What a config key's value should be when ``value`` is not that (e.g. ``"an integer >= 1"``), else None.
+
+    The one set of rules for these keys, also applied by ``run``, ``experiment`` and ``demo`` to their settings."""
+    return _CHECKS[key](value)
 
 
 def validate_config(values: Mapping[str, Any], *, source: str = "config") -> MedakaConfig:
@@ -276,6 +285,9 @@ def update_config_file(path: os.PathLike | str, assignments: Iterable[tuple[str,
     ``KEY=null`` removes a key so that it falls back to its default.
     """
     path = Path(path)
+    if path.is_dir():
+        raise MedakaError(f"{path}: is a folder, expected the settings file (JSON); point {CONFIG_ENV_VAR} at a file "
+                          "or unset it")
     data = read_json(path, what="settings", fix="fix the file or delete it to start from defaults") if path.is_file() else {}
     for key, value in assignments:
         if value is None and key != "teacher":
@@ -299,7 +311,12 @@ def _run_config(args: argparse.Namespace) -> int:
     if os.environ.get(CONFIG_ENV_VAR):
         print(f"note: {CONFIG_ENV_VAR} is set, so this edits {path}")
     if args.set:
-        config = update_config_file(path, [parse_assignment(a) for a in args.set])
+        assignments = [parse_assignment(a) for a in args.set]
+        for key, value in assignments:
+            if key == "teacher" and isinstance(value, str) and not Path(value).expanduser().is_dir():
+                raise MedakaError(f"--set teacher={value}: no such folder; give a trained model folder "
+                                  "(nnUNet_results/DatasetXXX_Name/Trainer__Plans__configuration)")
+        config = update_config_file(path, assignments)
         print(f"wrote {path}")
     else:
         config, found = load_config(folder)

@@ -25,8 +25,12 @@ def write_text_atomic(path: os.PathLike | str, text: str) -> None:
     path = Path(path)
     # process and thread in the name: simultaneous writers (threads of one run) never share a temporary file
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never a temporary left beside the target
+        raise
 
 
 def write_json_atomic(path: os.PathLike | str, data: Any) -> None:

@@ -16,20 +16,18 @@ from typing import Callable, Optional, Sequence
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.files import claim_folder, read_json, remove, resolve_device, write_json_atomic
 from nnunet_medaka.pipeline.engine import RunState, print_events, run_graph
+from nnunet_medaka.pipeline.experiment_units import PSEUDO_ROWS, ROWS, UnitGraph, draw_labeled
 from nnunet_medaka.pipeline.layout import ExperimentLayout
 
 __all__ = ["EXPERIMENT_DEFAULTS", "run_experiment"]
 
-
-STATE_FILE, SETTINGS_FILE, IDS_FILE = ExperimentLayout.STATE, ExperimentLayout.SETTINGS, ExperimentLayout.IDS
+STATE_FILE = ExperimentLayout.STATE
 EXPERIMENT_DEFAULTS = {"fractions": (1.0, 0.33), "seeds": (0, 1, 2), "n_bootstrap": 2000}
 
 
 def _check_choices(rows: Sequence[str], fractions: Sequence[float], seeds: Sequence[int], settings: dict,
                    n_labeled: int) -> list:
     """Every problem with the requested rows, fractions and seeds (empty when all is well)."""
-    from nnunet_medaka.pipeline.experiment_units import ROWS, draw_labeled
-
     problems = []
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:
@@ -73,7 +71,7 @@ def _allocate_ids(out: Path, keys: list, dataset_id: int, first_id: Optional[int
     from nnunet_medaka.conversion.raw_dataset import free_dataset_ids
     from nnunet_medaka.environment import nnunet_folder
 
-    path = out / IDS_FILE
+    path = ExperimentLayout(out).ids
     ids = read_json(path, what="the experiment's dataset ids") if path.is_file() else {}
     used = {int(p.name[7:10]) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
             for p in nnunet_folder(v).glob("Dataset[0-9][0-9][0-9]_*")}
@@ -183,11 +181,12 @@ def run_experiment(
         Before anything is written, for a bad dataset layout, unknown rows or settings, fractions too small for
         ``cv_folds``, or an ``out`` folder that is not this dataset's experiment.
     """
-    from nnunet_medaka.pipeline.experiment_units import ROWS, UnitGraph
     from nnunet_medaka.pipeline.run import raw_dataset
     from nnunet_medaka.training.presets import resolve_settings
     from nnunet_medaka.training.stock import stock_environ
 
+    overrides = dict(overrides or {})
+    seed = overrides.pop("seed", None)  # refused below, with the other problems: the seeds come from --seeds
     settings = resolve_settings(preset, overrides)
     rows = list(ROWS) if rows is None else list(rows)
     fractions = [float(f) if isinstance(f, (int, float)) and not isinstance(f, bool) else f for f in fractions]
@@ -195,6 +194,8 @@ def run_experiment(
     raw, dataset_id, dataset_json = raw_dataset(dataset)
     n_labeled = sum(1 for p in (raw / "labelsTr").iterdir() if p.name.endswith(dataset_json["file_ending"]))
     problems = _check_choices(rows, fractions, seeds, settings, n_labeled)
+    if seed is not None:
+        problems.append(f"seed={seed!r}: experiment takes its seeds from --seeds; drop the setting")
     if (overrides or {}).get("student_init", "random") != "random":
         problems.append(f"student_init={overrides['student_init']!r}: experiment starts every student from random "
                         "weights, so that every row trains for the same schedule as its teacher; drop the setting "
@@ -216,14 +217,14 @@ def run_experiment(
     graph.ids.update(_allocate_ids(out, keys, dataset_id, first_id, graph.dataset_name))
     if not dry_run:
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / SETTINGS_FILE, record)  # first: it marks the folder as an experiment's
-        write_json_atomic(out / IDS_FILE, graph.ids)
+        write_json_atomic(graph.layout.settings, record)  # first: it marks the folder as an experiment's
+        write_json_atomic(graph.layout.ids, graph.ids)
         (out / "logs").mkdir(exist_ok=True)
     nodes = graph.nodes()
     say(f"experiment on {raw.name}, preset {preset!r}: rows {', '.join(rows)}; fractions "
         f"{', '.join(f'{f:g}' for f in fractions)}; seeds {', '.join(map(str, seeds))}; {len(nodes)} units into {out}"
         + (" (dry run: nothing is executed)" if dry_run else ""))
-    state = RunState(out / STATE_FILE)
+    state = RunState(graph.layout.state)
     units = run_graph(nodes, state, on_event=on_event or print_events(say, parallel=graph.workers > 1),
                       dry_run=dry_run, rows_order=rows, workers=graph.workers)
     if dry_run:
@@ -235,7 +236,6 @@ def run_experiment(
 def _write_results(graph, nodes: list, state, out: Path, record: dict, n_bootstrap: int) -> dict:
     from nnunet_medaka.pipeline.experiment_results import quality_on_unlabeled, write_experiment_results
     from nnunet_medaka.training.comparison import read_case_scores
-    from nnunet_medaka.pipeline.experiment_units import PSEUDO_ROWS
 
     labels = graph.dataset_json["labels"]
     organs = [k for k in labels if k not in ("background", "ignore")]
@@ -275,7 +275,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from nnunet_medaka.pipeline.experiment_units import ROWS
     from nnunet_medaka.config import parse_set
     from nnunet_medaka.training.presets import PRESETS, RUN_DEFAULTS
 

@@ -88,17 +88,12 @@ def _claim(layout: RunLayout, settings: dict, student: tuple[int, str], raw_root
         write_json_atomic(layout.student, {"id": student[0], "name": student[1]})
 
 
-def _disk_estimate(raw: Path, unlabeled: Path, settings: dict) -> int:
-    """Bytes a run writes, roughly: preprocessed float32 arrays (teacher and student datasets), out-of-fold and
-    pseudo-label probabilities of the teacher kept only in memory, segmentations, checkpoints."""
-    def raw_bytes(folder: Path) -> int:
-        return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
-
-    images = raw_bytes(raw / "imagesTr") + raw_bytes(unlabeled)
-    # compressed NIfTI expands ~3x to float32 arrays; the student re-preprocesses labeled + pseudo cases;
-    # --npz keeps the out-of-fold probabilities (one float32 map per class)
-    n_classes = 10
-    return int(images * 3 * 2 + raw_bytes(raw / "imagesTr") * 3 * n_classes + 50e6 * (settings["cv_folds"] + 2))
+def _disk_estimate(raw: Path, unlabeled: Path, settings: dict, n_classes: int) -> int:
+    """Bytes a run writes, roughly: compressed NIfTI expands ~3x to float32 arrays, for the teacher's dataset and
+    again for the student's; ``--npz`` keeps one float32 map per class of every labeled case; checkpoints."""
+    size = lambda folder: sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+    labeled = size(raw / "imagesTr")
+    return int((labeled + size(unlabeled)) * 3 * 2 + labeled * 3 * n_classes + 50e6 * (settings["cv_folds"] + 2))
 
 
 def _plan_step(unit: Unit, labeled: list) -> Step:
@@ -198,20 +193,25 @@ def run_pipeline(
     device = resolve_device(device)
     layout = RunLayout(Path(out).expanduser().resolve())
     raw_root = nnunet_folder("nnUNet_raw")
-    for v in ("nnUNet_preprocessed", "nnUNet_results"):
-        nnunet_folder(v)  # a clear error when unset
+    nnunet_folder("nnUNet_preprocessed"), nnunet_folder("nnUNet_results")  # a clear error when unset
     student_id = _student_id(layout, raw_root, dataset_id) if student_id is None else int(student_id)
     if not 1 <= student_id <= 999:
         raise MedakaError(f"student dataset id {student_id}: nnU-Net dataset ids run from 1 to 999; pass --student-id")
     student_name = f"Dataset{student_id:03d}_{raw.name.split('_', 1)[1]}Student"
-    if not dry_run:
+    ending = dataset_json["file_ending"]
+    labeled = sorted(p.name[: -len(ending)] for p in (raw / "labelsTr").iterdir() if p.name.endswith(ending))
+    if len(labeled) < max(3, settings["cv_folds"]):  # checked here so that --dry-run fails as the run would
+        raise MedakaError(f"{raw / 'labelsTr'}: {len(labeled)} labeled case(s), fewer than cv_folds={settings['cv_folds']}"
+                          " and the 3 the quality classifier's grouped cross-validation needs; label more cases or "
+                          "lower cv_folds")
+    if dry_run:
+        claim_folder(layout.folder, RunLayout.MARKERS, what="a run folder", overwrite=overwrite)
+    else:
         _claim(layout, settings, (student_id, student_name), raw_root, overwrite)
 
     unit = Unit(raw=raw, dataset_id=dataset_id, settings=settings, seed=settings["seed"], device=device,
                 env=stock_environ(device=device), folders=layout, logs=layout.logs)
     teacher, student = unit.model(), unit.model(STUDENT_TRAINER, (student_id, student_name))
-    ending = dataset_json["file_ending"]
-    labeled = sorted(p.name[: -len(ending)] for p in (raw / "labelsTr").iterdir() if p.name.endswith(ending))
     unlabeled = raw / dataset_json.get("unlabeled_images", "imagesUnlabeled")
     unlabeled_gt = raw / dataset_json.get("unlabeled_ground_truth", "labelsUnlabeled_gt")
     # nnU-Net transfers every weight but the output layers (seg_layers), which start fresh
@@ -243,7 +243,7 @@ def run_pipeline(
     nodes = [Node(name, steps[name][0], list(RUN_STAGES[:i]), steps[name][1]) for i, name in enumerate(RUN_STAGES)]
     if dry_run:
         say(f"run of {raw.name} with preset {preset!r} into {layout.folder} (dry run: nothing is executed)")
-        say(f"disk estimate: {_disk_estimate(raw, unlabeled, settings) / 2**30:.2f} GiB")
+        say(f"disk estimate: {_disk_estimate(raw, unlabeled, settings, len(dataset_json['labels'])) / 2**30:.2f} GiB")
     results = run_graph(nodes, RunState(layout.state), on_event=on_event or print_events(say), dry_run=dry_run,
                         chained=True)
     if "evaluate" in results:

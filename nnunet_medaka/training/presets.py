@@ -16,6 +16,7 @@ Where each preset's numbers come from: docs/results (protocol.md for ``quick``, 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Optional
 
 from nnunet_medaka.config import MedakaConfig
@@ -104,22 +105,45 @@ def resolve_settings(preset: str, overrides: Optional[dict] = None) -> dict:
         For an unknown preset or key, or a value out of range.
     """
     settings = {"preset": preset, **get_preset(preset), **RUN_DEFAULTS, **PRESET_RUN_DEFAULTS.get(preset, {})}
-    for key, value in (overrides or {}).items():
-        if key not in settings or key == "preset":
-            raise MedakaError(f"unknown run setting {key!r}; known: {', '.join(sorted(k for k in settings if k != 'preset'))}")
-        settings[key] = value
-    if not isinstance(settings["cv_folds"], int) or settings["cv_folds"] < 2:
-        raise MedakaError(f"cv_folds={settings['cv_folds']!r}: expected a whole number >= 2 (the quality classifier "
-                          "learns from out-of-fold predictions)")
-    bad = [f for f in settings["student_folds"] if not isinstance(f, int) or not 0 <= f < settings["cv_folds"]]
-    if bad or not settings["student_folds"]:
-        raise MedakaError(f"student_folds={settings['student_folds']!r}: expected folds among 0..{settings['cv_folds'] - 1}")
-    if isinstance(settings["parallel_folds"], bool) or not isinstance(settings["parallel_folds"], int) \
-            or settings["parallel_folds"] < 1:
-        raise MedakaError(f"parallel_folds={settings['parallel_folds']!r}: expected a whole number >= 1")
-    if settings["student_init"] not in ("random", "teacher"):
-        raise MedakaError(f"student_init={settings['student_init']!r}: expected random (nnU-Net's initialisation) or "
-                          "teacher (start from the teacher fold's weights, nnUNetv2_train -pretrained_weights)")
-    if settings["acceptance"] not in ("case", "organ", "none"):
-        raise MedakaError(f"acceptance={settings['acceptance']!r}: expected case, organ or none")
+    unknown = [k for k in (overrides or {}) if k not in settings or k == "preset"]
+    if unknown:
+        raise MedakaError(f"unknown run setting{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; known: "
+                          f"{', '.join(sorted(k for k in settings if k != 'preset'))}")
+    settings.update(overrides or {})
+    problems = [f"{key}={json.dumps(settings[key])}: expected {want}" for key, want in _setting_problems(settings)]
+    if problems:
+        raise MedakaError("; ".join(problems))
     return settings
+
+
+def _whole(v, low: int) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int) and v >= low
+
+
+def _setting_problems(s: dict) -> list:
+    """(key, what it should be) for every setting out of its rules: the config file's rules for its keys
+    (`nnunet_medaka.config.check_value`), the method's own for the rest."""
+    from nnunet_medaka.config import check_value
+
+    out = [(k, check_value(k, s[k])) for k in (*_CONFIG_KEYS, "kd_weight", "kd_temperature")]
+    out.append(("seed", None if _whole(s["seed"], 0) and s["seed"] < 2**31 else "an integer from 0 to 2**31 - 1"))
+    out.append(("cv_folds", None if _whole(s["cv_folds"], 2) else
+                "a whole number >= 2 (the quality classifier learns from out-of-fold predictions)"))
+    folds = s["student_folds"]
+    good = isinstance(folds, list) and folds and all(_whole(f, 0) and f < s["cv_folds"] for f in folds)
+    out.append(("student_folds", None if good else f"a non-empty list of folds among 0..{s['cv_folds'] - 1}"
+                if _whole(s["cv_folds"], 2) else "a non-empty list of folds"))
+    out.append(("parallel_folds", None if _whole(s["parallel_folds"], 1) else "a whole number >= 1"))
+    out.append(("corruptions_per_organ", None if _whole(s["corruptions_per_organ"], 0) else "a whole number >= 0"))
+    tau = s["tau"]
+    out.append(("tau", None if tau == "auto" or (not isinstance(tau, bool) and isinstance(tau, (int, float))
+                                                and 0 < tau < 1) else 'a number in (0, 1), or "auto"'))
+    out.append(("student_init", None if s["student_init"] in ("random", "teacher") else
+                "random (nnU-Net's initialisation) or teacher (start from the teacher fold's weights)"))
+    out.append(("acceptance", None if s["acceptance"] in ("case", "organ", "none") else "case, organ or none"))
+    out.append(("configuration", None if isinstance(s["configuration"], str) and s["configuration"] else
+                "an nnU-Net configuration, e.g. 2d or 3d_fullres"))
+    out.append(("small_plans", None if s["small_plans"] is None or isinstance(s["small_plans"], dict) else
+                "null or an object of write_small_plans arguments"))
+    return [(k, want) for k, want in out if want is not None]
+

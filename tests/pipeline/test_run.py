@@ -150,7 +150,7 @@ def test_parallel_folds_setting_is_checked_and_shares_out_the_cores(monkeypatch)
     for bad in (0, 1.5, True, "2"):
         with pytest.raises(MedakaError, match="parallel_folds=.*expected a whole number >= 1"):
             resolve_settings("cpu-demo", {"parallel_folds": bad})
-    with pytest.raises(MedakaError, match="student_init='pretrained': expected random .* or teacher"):
+    with pytest.raises(MedakaError, match='student_init="pretrained": expected random .* or teacher'):
         resolve_settings("cpu-demo", {"student_init": "pretrained"})
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     settings = resolve_settings("cpu-demo")
