@@ -7,16 +7,18 @@ folder that does not carry the marker of the command that wrote it is never repl
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
 import threading
+import zlib
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["claim_folder", "link_or_copy", "read_json", "remove", "resolve_device", "staged_folder",
+__all__ = ["check_complete", "claim_folder", "link_or_copy", "read_json", "remove", "resolve_device", "staged_folder",
            "write_json_atomic", "write_text_atomic"]
 
 
@@ -71,6 +73,22 @@ def read_json(path: os.PathLike | str, *, what: str = "a JSON file", fix: str = 
     return data
 
 
+def check_complete(path: os.PathLike | str) -> None:
+    """Raise a `MedakaError` naming ``path`` when a gzip-compressed file (``.nii.gz``, ...) is truncated or corrupt.
+
+    Readers such as ITK fill the missing part of a truncated ``.nii.gz`` with zeros instead of failing, so a file is
+    read through to its end (and its checksum checked) once before it is trusted."""
+    path = Path(path)
+    if path.suffix != ".gz":
+        return
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+    except (OSError, EOFError, zlib.error) as e:
+        raise MedakaError(f"{path}: truncated or corrupt ({type(e).__name__}: {e}); copy or convert it again") from None
+
+
 def remove(*paths: os.PathLike | str) -> None:
     """Delete files and folders; missing ones are fine."""
     for p in map(Path, paths):
@@ -113,7 +131,11 @@ def staged_folder(target: os.PathLike | str, *, overwrite: bool = False) -> Iter
     target = Path(target)
     if target.exists() and not overwrite:
         raise MedakaError(f"{target}: already exists; pass --overwrite to replace it, or choose another name")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise MedakaError(f"{target.parent}: is a file, expected a folder to write {target.name} into; choose "
+                          "another output folder") from None
     staging = target.parent / f".{target.name}.partial-{os.getpid()}"
     remove(staging, *_dead_partials(target))
     staging.mkdir()

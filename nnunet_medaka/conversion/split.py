@@ -56,6 +56,8 @@ def _draw(cases: list, *, n_labeled: Optional[int], fraction: Optional[float], n
     import numpy as np
 
     n = len(cases)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise MedakaError(f"--seed {seed}: expected a whole number >= 0")
     if (n_labeled is None) == (fraction is None):
         raise MedakaError("give exactly one of n_labeled (--labeled K) and fraction (--fraction F)")
     if isinstance(n_test, bool) or not isinstance(n_test, int) or not 0 <= n_test < n:

@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from nnunet_medaka.files import claim_folder, read_json, resolve_device, write_json_atomic
+from nnunet_medaka.files import check_complete, claim_folder, read_json, resolve_device, write_json_atomic
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.pseudolabel.acceptance import ACCEPTANCE_MODES, apply_organ_rejection, decide
 from nnunet_medaka.pseudolabel.inputs import (
@@ -294,6 +294,8 @@ def _run_cases(t: Teacher, unlabeled, output: Path, todo: list, settings: dict, 
         start = time.perf_counter()
         files = [str(f) for f in unlabeled.cases[case]]
         try:
+            for f in files:  # a truncated .nii.gz would be read zero-filled: a failed case, never a pseudo-label
+                check_complete(f)
             image, properties = rw.read_images(files)
             data, _, properties = preprocessor.run_case_npy(image, None, properties, pm, cm, predictor.dataset_json)
         except Exception as e:  # noqa: BLE001 - any reader error means this input is unreadable

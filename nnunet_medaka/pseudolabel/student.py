@@ -23,6 +23,7 @@ nnU-Net environment pointing there) and renamed into place at the end; a failure
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from nnunet_medaka.config import CONFIG_FILE_NAME, parse_assignment, update_conf
 from nnunet_medaka.files import write_json_atomic
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.pseudolabel.inputs import resolve_teacher, teacher_raw_dataset
-from nnunet_medaka.pseudolabel.outputs import TABLE_FILE, read_records, read_settings
+from nnunet_medaka.pseudolabel.outputs import FAILED_FILE, TABLE_FILE, read_records, read_settings
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,16 @@ def build_student(
         raise MedakaError(f"{pseudolabels}: no {TABLE_FILE} yet; finish the pseudolabel run (all parts) and run "
                           f"`nnunet-medaka pseudolabel-merge {pseudolabels}`")
     records, failures = read_records(pseudolabels, run["cases"])
+    with open(pseudolabels / TABLE_FILE, newline="") as f:
+        listed = sorted({row["case"] for row in csv.DictReader(f)})
+    unrecorded = [c for c in listed if c not in records]
+    if unrecorded:
+        raise MedakaError(f"{pseudolabels / TABLE_FILE}: lists {len(unrecorded)} case(s) without a record in "
+                          f"records/ (e.g. {', '.join(unrecorded[:3])}); run `nnunet-medaka pseudolabel` again with the "
+                          "same arguments to redo them, then `nnunet-medaka pseudolabel-merge`")
+    if failures:
+        log.warning("%d case(s) failed in %s and are left out of the student dataset (see %s): %s", len(failures),
+                    pseudolabels, FAILED_FILE, ", ".join(sorted(failures)[:5]))
     t_info = run["teacher"]
     teacher = resolve_teacher(t_info["folder"], t_info["folds"], t_info["checkpoint"])
     raw_teacher = teacher_raw_dataset(teacher, teacher_raw, required=True)

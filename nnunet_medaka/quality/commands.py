@@ -75,6 +75,7 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
         raise MedakaError(f"--tau {tau}: expected an IoU threshold strictly between 0 and 1, or 'auto'")
     if corruptions_per_organ < 0:
         raise MedakaError(f"--corruptions {corruptions_per_organ}: expected 0 or more")
+    _check_cv_folds(cv_folds)
     cv = find_teacher_cv(dataset, configuration, trainer, plans, folds)
     folder = Path(output) if output else cv.model_folder / QUALITY_FOLDER
     if folder.exists() and not overwrite:
@@ -136,6 +137,11 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
     return folder
 
 
+def _check_cv_folds(cv_folds: int) -> None:
+    if isinstance(cv_folds, bool) or not isinstance(cv_folds, int) or cv_folds < 2:
+        raise MedakaError(f"--cv-folds {cv_folds}: expected a whole number >= 2 (grouped cross-validation over cases)")
+
+
 def evaluate_quality(quality_folder: os.PathLike | str, *, output: Optional[os.PathLike | str] = None,
                      tau: Optional[float] = None, cv_folds: Optional[int] = None, overwrite: bool = False,
                      progress: bool = True) -> dict:
@@ -144,6 +150,10 @@ def evaluate_quality(quality_folder: os.PathLike | str, *, output: Optional[os.P
     from nnunet_medaka.quality.score import load_quality_model
     from nnunet_medaka.quality.table import read_rows
 
+    if tau is not None and not 0 < float(tau) < 1:
+        raise MedakaError(f"--tau {tau}: expected an IoU threshold strictly between 0 and 1 (as qc train takes it)")
+    if cv_folds is not None:
+        _check_cv_folds(cv_folds)
     folder = Path(quality_folder)
     model = load_quality_model(folder)
     rows = read_rows(folder / "features.csv")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -171,8 +172,9 @@ def read_probabilities(npz: os.PathLike | str) -> np.ndarray:
                 raise MedakaError(f"{npz}: no 'probabilities' array (keys {data.files}); write it with "
                                   "`nnUNetv2_predict --save_probabilities` or `nnUNetv2_train ... --npz`")
             return data["probabilities"].astype(np.float32, copy=False)
-    except (OSError, ValueError) as e:
-        raise MedakaError(f"{npz}: not a readable .npz ({e})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise MedakaError(f"{npz}: not a readable .npz, truncated or corrupt ({type(e).__name__}: {e}); write it "
+                          "again with `nnUNetv2_train DATASET CONFIG FOLD --val --npz` for its fold") from None
 
 
 def build_table(cv: TeacherCV, *, corruptions_per_organ: int = 4, seed: int = 0,

@@ -1,0 +1,154 @@
+"""Bad input as a new user makes it: one clear error naming the file or key and the fix, exit 2, nothing left behind.
+
+Each test is one cause; the settings of run/experiment are in tests/pipeline/test_bad_settings.py."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import LABELS, make_raw_dataset, tool, write_nifti
+from nnunet_medaka.environment import plugin_environ
+from nnunet_medaka.errors import MedakaError
+
+
+@pytest.fixture
+def env(tmp_path) -> dict:
+    env = plugin_environ(root=tmp_path / "nn")
+    env.pop("nnunet_medaka_config", None)
+    return env
+
+
+def cli(args, env) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("nnunet-medaka"), *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def one_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """The command failed with exit 2 and one error line (no traceback) that holds every needle."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1, proc.stderr
+    assert all(n in errors[0] for n in needles), errors[0]
+    return errors[0]
+
+
+def test_convert_into_an_out_dir_that_is_a_file(env, tmp_path):
+    msd = tmp_path / "msd"
+    for sub in ("imagesTr", "labelsTr"):
+        (msd / sub).mkdir(parents=True)
+    write_nifti(msd / "imagesTr" / "c0.nii.gz", np.zeros((8, 8, 8), np.float32))
+    write_nifti(msd / "labelsTr" / "c0.nii.gz", np.ones((8, 8, 8), np.uint8))
+    a_file = tmp_path / "out"
+    a_file.write_text("user data")
+    one_error(cli(["convert", "msd", msd, "-d", 5, "-n", "X", "--labels", "sphere=1", "--channel-name", "MRI",
+                   "--out-dir", a_file], env), str(a_file), "is a file")
+    assert a_file.read_text() == "user data" and sorted(os.listdir(tmp_path)) == ["msd", "nn", "out"]
+
+
+def test_split_with_a_negative_seed(env):
+    make_raw_dataset(Path(env["nnUNet_raw"]), 961, "SplitSource", n_cases=4)
+    one_error(cli(["split", 961, "-d", 962, "-n", "S", "--labeled", 2, "--test", 1, "--seed", -5], env),
+              "--seed -5", "whole number >= 0")
+    assert sorted(os.listdir(env["nnUNet_raw"])) == ["Dataset961_SplitSource"]
+
+
+def test_config_file_variable_pointing_at_a_folder_leaves_nothing(env, tmp_path):
+    (Path(env["nnUNet_preprocessed"]) / "Dataset963_C").mkdir()
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    one_error(cli(["config", "-d", 963, "--set", "num_epochs=5"], {**env, "nnunet_medaka_config": str(folder)}),
+              str(folder), "is a folder", "nnunet_medaka_config")
+    assert os.listdir(folder) == [] and sorted(os.listdir(tmp_path)) == ["a_folder", "nn"]
+
+
+@pytest.mark.parametrize("assignment, needle", [("kd_weight=1e999", "kd_weight"),
+                                                 ("teacher=/no/such/model", "/no/such/model: no such folder")])
+def test_config_refuses_what_training_would_refuse(env, assignment, needle):
+    pre = Path(env["nnUNet_preprocessed"]) / "Dataset964_C"
+    pre.mkdir()
+    one_error(cli(["config", "-d", 964, "--set", assignment], env), needle)
+    assert not (pre / "nnunet_medaka.json").exists()
+
+
+def test_a_truncated_npz_is_named(tmp_path):
+    from nnunet_medaka.quality.table import read_probabilities
+
+    npz = tmp_path / "case_000.npz"
+    np.savez_compressed(npz, probabilities=np.random.default_rng(0).random((3, 8, 8, 8)).astype(np.float32))
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    with pytest.raises(MedakaError, match=r"case_000.npz: not a readable .npz, truncated or corrupt.*--npz"):
+        read_probabilities(npz)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"cv_folds": 1}, r"--cv-folds 1: expected a whole number >= 2"),
+                                             ({"tau": 2}, r"--tau 2: expected an IoU threshold strictly between 0 and 1")])
+def test_qc_evaluate_checks_its_options_as_qc_train_does(tmp_path, kwargs, message):
+    from nnunet_medaka.quality.commands import evaluate_quality
+
+    with pytest.raises(MedakaError, match=message):
+        evaluate_quality(tmp_path / "quality", **kwargs)
+    assert not (tmp_path / "quality").exists()
+
+
+def test_a_truncated_nifti_is_refused_not_read_zero_filled(tmp_path):
+    from nnunet_medaka.files import check_complete
+
+    image = tmp_path / "u_000_0000.nii.gz"
+    write_nifti(image, np.random.default_rng(1).random((20, 20, 20)).astype(np.float32))
+    check_complete(image)  # complete: fine
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MedakaError, match=r"u_000_0000.nii.gz: truncated or corrupt"):
+        check_complete(image)
+    assert gzip.decompress(data)  # the helper reads what a gzip reader reads
+
+
+def test_build_student_refuses_a_table_case_without_a_record(tmp_path):
+    from nnunet_medaka.pseudolabel.student import build_student
+
+    pl = tmp_path / "pl"
+    for sub in ("labels", "records", "failures", "runs"):
+        (pl / sub).mkdir(parents=True)
+    (pl / "pseudolabel_settings.json").write_text(json.dumps({
+        "format": "nnunet-medaka-pseudolabels", "teacher": {}, "labels": LABELS, "file_ending": ".nii.gz",
+        "cases": ["u0"], "acceptance": "none"}))
+    (pl / "pseudolabels.csv").write_text("case,organ,label,voxels,predicted_iou,p_good,decision,case_decision,true_iou\n"
+                                         "u0,sphere,1,10,,,accept,accept,\n")
+    with pytest.raises(MedakaError, match=r"pseudolabels.csv: lists 1 case\(s\) without a record in records/ \(e.g. u0\)"):
+        build_student(pl, 965, "Student")
+
+
+def test_sigterm_inside_a_staged_folder_leaves_nothing(tmp_path):
+    """The CLI turns SIGTERM into an unwinding exception, so a staging folder is removed on the way out."""
+    code = (f"import os, signal, sys\n"
+            f"from nnunet_medaka.cli import _terminated\n"
+            f"from nnunet_medaka.files import staged_folder\n"
+            f"signal.signal(signal.SIGTERM, _terminated)\n"
+            f"try:\n"
+            f"    with staged_folder({str(tmp_path / 'Dataset966_X')!r}) as s:\n"
+            f"        (s / 'half.txt').write_text('x')\n"
+            f"        os.kill(os.getpid(), signal.SIGTERM)\n"
+            f"except KeyboardInterrupt:\n"
+            f"    sys.exit(130)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130, proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path):
+    from nnunet_medaka.files import staged_folder
+
+    dead = tmp_path / ".Dataset967_X.partial-999999999"  # no such process
+    dead.mkdir()
+    (dead / "half.nii.gz").write_text("x")
+    with staged_folder(tmp_path / "Dataset967_X") as staging:
+        (staging / "dataset.json").write_text("{}")
+    assert sorted(os.listdir(tmp_path)) == ["Dataset967_X"]
