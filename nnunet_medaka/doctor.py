@@ -78,6 +78,9 @@ def check_paths() -> list[Check]:
             checks.append(Check(var, False, "not set", f'export {var}=/path/to/{var} (or: eval "$(nnunet-medaka env --root DIR)")'))
             continue
         path = Path(value)
+        if path.exists() and not path.is_dir():
+            checks.append(Check(var, False, f"{value}: is a file, not a folder", f"point {var} at a folder (not {value})"))
+            continue
         if not path.is_dir():
             checks.append(Check(var, False, f"{value}: no such folder", f"mkdir -p {value}"))
             continue

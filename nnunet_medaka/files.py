@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import shutil
 import threading
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["check_complete", "claim_folder", "link_or_copy", "read_json", "remove", "resolve_device", "staged_folder",
+__all__ = ["check_complete", "claim_folder", "files_fingerprint", "fingerprint", "link_or_copy", "read_json", "remove", "resolve_device", "staged_folder",
            "write_json_atomic", "write_text_atomic"]
 
 
@@ -87,6 +88,26 @@ def check_complete(path: os.PathLike | str) -> None:
                 pass
     except (OSError, EOFError, zlib.error) as e:
         raise MedakaError(f"{path}: truncated or corrupt ({type(e).__name__}: {e}); copy or convert it again") from None
+
+
+def fingerprint(value: Any) -> str:
+    """SHA-256 of a JSON-serialisable value (keys sorted), shortened to 16 hex digits."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def files_fingerprint(paths: Iterable[os.PathLike | str]) -> str:
+    """Fingerprint of files and folders by name, size and modification time (not content: volumes are large).
+
+    Folders contribute every file below them; a missing path counts as missing, so creating it changes the value.
+    """
+    entries = []
+    for root in sorted(Path(p) for p in paths):
+        files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root] if root.is_file() else []
+        entries += [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        if not root.exists():
+            entries.append((str(root), "missing"))
+    return fingerprint(entries)
 
 
 def remove(*paths: os.PathLike | str) -> None:

@@ -83,6 +83,8 @@ def resolve_organ_list(organs: OrgansArg, source: Path, *, msd_json: Optional[di
         except (TypeError, ValueError):
             raise MedakaError(f"{source / 'dataset.json'}: 'labels' is not a map of value -> name; pass --labels") from None
         return organ_list_from_mapping(mapping, source=str(source / "dataset.json"))
+    if not Path(source).is_dir():
+        raise MedakaError(f"{source}: no such folder; give the folder of your specimens (images/, labels/ or masks/)")
     found = find_organ_list(source)
     if found is None:
         hint = "--labels NAME=VALUE,..." if msd_json is not None else "--organs FILE"

@@ -305,6 +305,10 @@ def convert_specimen(specimen: Specimen, settings: Settings, *, show_progress: b
         for label, name in labels.names.items():
             if counts_in[label] and not counts_out[label]:
                 log.warning("case %s: organ %s vanished when downsampling", specimen.case_id, name)
+            elif not counts_in[label]:  # an empty mask file, or a label value absent from the volume
+                where = specimen.masks.get(name, "no mask file") if specimen.masks else specimen.labels
+                log.warning("case %s: organ %s has no voxels (%s); nnU-Net will learn it is absent there: check the "
+                            "annotation", specimen.case_id, name, where)
         write_nifti(specimen.out_label, out, **geometry)
         summary["labels"] = str(source)
         summary["organ_voxels"] = {name: int(counts_out[label]) for label, name in labels.names.items()}

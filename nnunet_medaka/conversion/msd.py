@@ -49,7 +49,8 @@ def read_msd_json(source: Path) -> Optional[dict]:
     return data
 
 
-def _index(folder: Path, problems: list) -> dict:
+def _index(folder: Path, problems: list, others: Optional[dict] = None) -> dict:
+    """case -> NIfTI file of ``folder``; files of other endings go to ``others`` (named if a case lacks its NIfTI)."""
     found: dict = {}
     if not folder.is_dir():
         return found
@@ -58,6 +59,8 @@ def _index(folder: Path, problems: list) -> dict:
             continue  # ._CASE.nii.gz: macOS metadata shipped in the MSD archives
         if not p.name.lower().endswith(_SUFFIXES):
             log.debug("skipping %s: not NIfTI", p)
+            if others is not None:
+                others[p.name.split(".")[0]] = p
             continue
         case = case_id_from_name(p.name, str(p))
         clash = next((c for c in found if c.lower() == case.lower()), None)
@@ -80,15 +83,22 @@ def find_msd_cases(source: Path) -> tuple:
     if not source.is_dir():
         raise MedakaError(f"{source}: no such folder")
     problems: list = []
-    images = _index(source / "imagesTr", problems)
+    other_images: dict = {}
+    images = _index(source / "imagesTr", problems, other_images)
     labels = _index(source / "labelsTr", problems)
     test = _index(source / "imagesTs", problems)
     if not images:
         raise MedakaError(f"{source / 'imagesTr'}: no training images (CASE.nii.gz) found; is this an MSD task folder?")
+    if not (source / "labelsTr").is_dir():
+        raise MedakaError(f"{source / 'labelsTr'}: folder missing; an MSD folder holds one label file per training image "
+                          "there (labelsTr/CASE.nii.gz)")
     for case in sorted(set(images) - set(labels)):
         problems.append(f"{images[case]}: no label {case}.nii.gz in {source / 'labelsTr'}")
     for case in sorted(set(labels) - set(images)):
-        problems.append(f"{labels[case]}: no image {case}.nii.gz in {source / 'imagesTr'}")
+        there = other_images.get(case)
+        problems.append(f"{labels[case]}: no image {case}.nii.gz in {source / 'imagesTr'}" +
+                        (f" ({there.name} is there: convert msd reads .nii/.nii.gz only; convert it to NIfTI)"
+                         if there else ""))
     for case in sorted(set(test) & set(images)):
         problems.append(f"{test[case]}: case id {case!r} is also a training case")
     if problems:
@@ -123,9 +133,9 @@ def _channels(image, path: Path, n_channels: int) -> list:
     if volumes is None:
         raise MedakaError(f"{path}: has {array.ndim} dimensions; expected a 3D image or a 4D stack of channels")
     if len(volumes) != n_channels:
-        raise MedakaError(
-            f"{path}: holds {len(volumes)} channel(s), dataset.json names {n_channels}; pass one --channel-name per channel"
-        )
+        raise MedakaError(f"{path}: holds {len(volumes)} channel(s) where the other images (and the channel names) have "
+                          f"{n_channels}; every image of a dataset needs the same channels: fix this image, or pass "
+                          "one --channel-name per channel if all images have that many")
     return volumes
 
 
@@ -192,7 +202,8 @@ def convert_msd_case(case: MSDCase, organs: OrganList, *, n_channels: int) -> di
             np.allclose(label_geometry["origin"], geometry["origin"], atol=1e-3)
             and np.allclose(label_geometry["direction"], geometry["direction"], atol=1e-4)
         ):
-            problems.append(f"origin/direction differ from the image's ({label_geometry['origin']} vs {geometry['origin']})")
+            what = "origin" if not np.allclose(label_geometry["origin"], geometry["origin"], atol=1e-3) else "direction"
+            problems.append(f"{what} {label_geometry[what]} differs from the image's {geometry[what]}")
         if problems:
             raise MedakaError(
                 f"{case.label}: {problems[0]} ({case.image}); the label must be on the image's voxel grid: resample it "

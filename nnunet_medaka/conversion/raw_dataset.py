@@ -125,17 +125,22 @@ def staged_dataset(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
         log.info("replaced %s; re-run nnUNetv2_plan_and_preprocess for it if it was planned before", target)
 
 
-def free_dataset_ids(count: int, start: int, taken: set, *, fix: str) -> list:
-    """The first ``count`` nnU-Net dataset ids from ``start`` on (wrapping from 999 to 1) that are not ``taken``.
+def free_dataset_ids(count: int, start: int, taken: set, *, fix: str, wrap: bool = True) -> list:
+    """The first ``count`` nnU-Net dataset ids from ``start`` on (wrapping from 999 to 1, unless ``wrap`` is False)
+    that are not ``taken``.
 
     Raises
     ------
     MedakaError
         When fewer are free; the message ends with ``fix``.
     """
-    free = [c for c in ((start + k - 1) % 999 + 1 for k in range(999)) if c not in taken][:count]
+    if not wrap and not 1 <= start <= 999:
+        raise MedakaError(f"dataset id {start}: nnU-Net dataset ids run from 1 to 999; {fix}")
+    candidates = ((start + k - 1) % 999 + 1 for k in range(999)) if wrap else range(start, 1000)
+    free = [c for c in candidates if c not in taken][:count]
     if len(free) < count:
-        raise MedakaError(f"no {count} free nnU-Net dataset id(s) (1-999); {fix}")
+        span = "1-999" if wrap else f"{start}-999"
+        raise MedakaError(f"{count} dataset id(s) needed, {len(free)} free in {span}; {fix}")
     return free
 
 

@@ -139,6 +139,11 @@ def split_dataset(
     if not labeled_cases:
         raise MedakaError(f"{source}: no training cases found; is this an nnU-Net raw dataset?")
     _check_files(labeled_cases, str(source))
+    held_out = sorted((source / "imagesTs").glob(f"*{ending}")) if (source / "imagesTs").is_dir() else []
+    if held_out:  # an already split dataset: its test cases would silently vanish from the new split
+        log.warning("%s: its %d test image(s) in imagesTs/ are not part of the new split (split draws from imagesTr "
+                    "and the unlabeled pool only); split the original dataset instead to keep them", source,
+                    len(held_out))
     pool = {}
     if source_json.get("unlabeled_images"):
         gt = source / source_json["unlabeled_ground_truth"] if source_json.get("unlabeled_ground_truth") else None

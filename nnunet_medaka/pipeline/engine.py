@@ -14,7 +14,6 @@ can assert on the events and the state file rather than on wording.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -25,35 +24,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from nnunet_medaka.errors import MedakaError
-from nnunet_medaka.files import read_json, write_json_atomic
+from nnunet_medaka.files import fingerprint, read_json, write_json_atomic
 
-__all__ = ["Event", "Node", "RunState", "Step", "files_fingerprint", "fingerprint", "node_fingerprints",
-           "print_events", "run_graph"]
+__all__ = ["Event", "Node", "RunState", "Step", "node_fingerprints", "print_events", "run_graph"]
 
 STATE_VERSION = 1
 # for tests of resume: "NODE=WHAT" SIGKILLs this process group when NODE emits the event kind WHAT or a line
 # containing WHAT (a kill at a named point, independent of the machine's speed)
 KILL_AT_VAR = "nnunet_medaka_kill_at"
-
-
-def fingerprint(value: Any) -> str:
-    """SHA-256 of a JSON-serialisable value (keys sorted), shortened to 16 hex digits."""
-    text = json.dumps(value, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def files_fingerprint(paths: Iterable[os.PathLike | str]) -> str:
-    """Fingerprint of files and folders by name, size and modification time (not content: volumes are large).
-
-    Folders contribute every file below them; a missing path counts as missing, so creating it changes the value.
-    """
-    entries = []
-    for root in sorted(Path(p) for p in paths):
-        files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root] if root.is_file() else []
-        entries += [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-        if not root.exists():
-            entries.append((str(root), "missing"))
-    return fingerprint(entries)
 
 
 @dataclass(frozen=True)
@@ -116,16 +94,20 @@ class RunState:
         record = self.stages.get(name)
         return record if record and record.get("fingerprint") == fp else None
 
-    def why_redo(self, name: str, fp: str) -> str:
+    def why_redo(self, name: str, fp: str, inputs: Any = None) -> str:
+        """Why a node runs: not run yet, or which of its recorded inputs changed (or a node it depends on)."""
         record = self.stages.get(name)
         if record is None:
             return "not run yet"
-        return f"its inputs changed (fingerprint {record.get('fingerprint')} -> {fp})"
+        if "inputs" not in record:  # a record of an earlier version
+            return f"its inputs changed (fingerprint {record.get('fingerprint')} -> {fp})"
+        changed = _changed(record["inputs"], inputs)
+        return f"its inputs changed ({', '.join(changed) if changed else 'a step before it changed'})"
 
-    def mark(self, name: str, fp: str, outputs: dict, seconds: float) -> None:
+    def mark(self, name: str, fp: str, outputs: dict, seconds: float, inputs: Any = None) -> None:
         with self._lock:
             self.stages[name] = {"fingerprint": fp, "outputs": dict(outputs), "seconds": round(seconds, 1),
-                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "inputs": inputs}
             self._write()
 
     def forget(self, names: Iterable[str]) -> None:
@@ -136,6 +118,14 @@ class RunState:
 
     def _write(self) -> None:
         write_json_atomic(self.path, {"version": STATE_VERSION, "stages": self.stages})
+
+
+def _changed(old: Any, new: Any, prefix: str = "") -> list:
+    """Dotted names of the values that differ between two inputs (``settings.num_epochs``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in sorted(set(old) | set(new)) for c in _changed(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [prefix.rstrip(".") or "inputs"] if json.dumps(old, sort_keys=True, default=str) != \
+        json.dumps(new, sort_keys=True, default=str) else []
 
 
 def node_fingerprints(nodes: Sequence[Node], *, chained: bool = False) -> dict:
@@ -197,14 +187,15 @@ def run_graph(nodes: Sequence[Node], state: RunState, *, on_event: Callable[[Eve
 
         done = state.finished(node.name, fp)
         if dry_run:
-            emit("would-skip" if done else "would-run", reason=state.why_redo(node.name, fp),
+            emit("would-skip" if done else "would-run", reason=state.why_redo(node.name, fp, node.inputs),
                  commands=tuple(node.step.commands()))
             return {}
         if done is not None:
             emit("skipped", finished_at=done["finished"])
             return {node.name: {"outputs": done["outputs"], "skipped": True, "seconds": done["seconds"]}}
         redo = node.name in state.stages
-        emit("started", reason=state.why_redo(node.name, fp), redo=redo, commands=tuple(node.step.commands()))
+        emit("started", reason=state.why_redo(node.name, fp, node.inputs), redo=redo,
+             commands=tuple(node.step.commands()))
         if redo:
             with lock:  # outputs first, records second: a kill in between only repeats the reset
                 below = [n for n in _dependants(nodes, node.name) if n.name in state.stages]
@@ -215,7 +206,7 @@ def run_graph(nodes: Sequence[Node], state: RunState, *, on_event: Callable[[Eve
         t0 = time.perf_counter()
         outputs = node.step.run(lambda text: emit("line", text=text)) or {}
         seconds = time.perf_counter() - t0
-        state.mark(node.name, fp, outputs, seconds)
+        state.mark(node.name, fp, outputs, seconds, node.inputs)
         emit("finished", seconds=seconds)
         return {node.name: {"outputs": outputs, "skipped": False, "seconds": round(seconds, 1)}}
 

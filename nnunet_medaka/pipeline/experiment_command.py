@@ -77,7 +77,8 @@ def _allocate_ids(out: Path, keys: list, dataset_id: int, first_id: Optional[int
             for p in nnunet_folder(v).glob("Dataset[0-9][0-9][0-9]_*")}
     new = [key for key in keys if key not in ids]
     ids.update(zip(new, free_dataset_ids(len(new), (dataset_id + 100) if first_id is None else first_id,
-                                         used | set(ids.values()) | {dataset_id}, fix="free some ids or pass --first-id")))
+                                         used | set(ids.values()) | {dataset_id}, fix="free some ids or pass --first-id",
+                                         wrap=first_id is None)))
     raw_root = nnunet_folder("nnUNet_raw")
     for key, ident in ids.items():
         if key in keys:

@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nnunet_medaka.errors import MedakaError
-from nnunet_medaka.files import link_or_copy, remove, staged_folder, write_json_atomic
-from nnunet_medaka.pipeline.engine import Node, Step, files_fingerprint
+from nnunet_medaka.files import files_fingerprint, link_or_copy, remove, staged_folder, write_json_atomic
+from nnunet_medaka.pipeline.engine import Node, Step
 from nnunet_medaka.pipeline.layout import ExperimentLayout, parse_unit_key, unit_key
 from nnunet_medaka.pipeline.steps import Unit, build_student_step, evaluate_step, pseudolabel_step, quality_step, train_step
 from nnunet_medaka.training.stock import (

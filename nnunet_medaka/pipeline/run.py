@@ -27,8 +27,8 @@ from typing import Callable, Optional
 
 from nnunet_medaka.config import parse_set
 from nnunet_medaka.errors import MedakaError
-from nnunet_medaka.files import claim_folder, read_json, remove, resolve_device, write_json_atomic
-from nnunet_medaka.pipeline.engine import Node, RunState, Step, files_fingerprint, print_events, run_graph
+from nnunet_medaka.files import claim_folder, files_fingerprint, read_json, remove, resolve_device, write_json_atomic
+from nnunet_medaka.pipeline.engine import Node, RunState, Step, print_events, run_graph
 from nnunet_medaka.pipeline.layout import RUN_STAGES, RunLayout
 from nnunet_medaka.pipeline.steps import Unit, build_student_step, evaluate_step, pseudolabel_step, quality_step, train_step
 from nnunet_medaka.training.presets import RUN_DEFAULTS, resolve_settings

@@ -95,8 +95,12 @@ def find_teacher_cv(dataset: str, configuration: str, trainer: str = "Supervised
     train_cmd = f"nnUNetv2_train {int(did)} {configuration} FOLD -tr {trainer} -p {plans} --npz"
     model_folder = nnunet_folder("nnUNet_results") / name / f"{trainer}__{plans}__{configuration}"
     if not model_folder.is_dir():
-        raise MedakaError(f"{model_folder}: no cross-validation outputs of this teacher; run `{train_cmd}` for every "
-                          "fold (FOLD = 0 1 2 3 4)")
+        others = sorted(p.name for p in model_folder.parent.glob(f"*__*__{configuration}") if p.is_dir())
+        split = preprocessed / "splits_final.json"
+        n = len(read_json(split, expect=list)) if split.is_file() else 5
+        raise MedakaError(f"{model_folder}: no cross-validation outputs of this teacher; " + (
+            f"this dataset has {', '.join(others)}: pass its trainer (-tr) and plans (-p)" if others else
+            f"run `{train_cmd}` for every fold (FOLD = {' '.join(map(str, range(n)))})"))
     splits = read_json(preprocessed / "splits_final.json", what="the cross-validation split", expect=list,
                        fix=f"the cross-validation has not been run; run `{train_cmd}` for every fold")
     if not isinstance(splits, list) or not splits:

@@ -5,9 +5,8 @@ import json
 import pytest
 
 from nnunet_medaka.errors import MedakaError
-from nnunet_medaka.pipeline.engine import (
-    Node, RunState, Step, files_fingerprint, node_fingerprints, print_events, run_graph,
-)
+from nnunet_medaka.files import files_fingerprint
+from nnunet_medaka.pipeline.engine import Node, RunState, Step, node_fingerprints, print_events, run_graph
 
 
 def chain(calls, settings, resets=None, fail=None):
@@ -55,8 +54,20 @@ def test_changed_input_redoes_that_node_and_resets_the_finished_ones_below(tmp_p
     _, events = run_chain(chain(calls, settings, resets), tmp_path / "s.json")
     assert calls == ["b", "c"] and resets == ["b", "c"]  # outputs of b and of c (below it) removed once, up front
     started = {e.node: e for e in events if e.kind == "started"}
-    assert started["b"].redo and started["b"].reason.startswith("its inputs changed (fingerprint ")
+    assert started["b"].redo and started["b"].reason == "its inputs changed (inputs)"
     assert not started["c"].redo  # its record was dropped with b's reset
+
+
+def test_why_a_node_is_redone_names_the_settings_that_changed(tmp_path):
+    state = RunState(tmp_path / "s.json")
+    state.mark("plan", "fp1", {}, 1.0, {"raw": "abc", "settings": {"num_epochs": 30, "seed": 0}})
+    assert state.why_redo("plan", "fp2", {"raw": "abc", "settings": {"num_epochs": 50, "seed": 0}}) == \
+        "its inputs changed (settings.num_epochs)"
+    assert state.why_redo("plan", "fp2", {"raw": "abc", "settings": {"num_epochs": 30, "seed": 0}}) == \
+        "its inputs changed (a step before it changed)"
+    state.stages["old"] = {"fingerprint": "fp0", "outputs": {}}  # a record of an earlier version
+    assert state.why_redo("old", "fp3", {}) == "its inputs changed (fingerprint fp0 -> fp3)"
+    assert RunState(tmp_path / "s.json").stages["plan"]["inputs"]["settings"]["num_epochs"] == 30
 
 
 def test_a_node_that_failed_is_not_recorded(tmp_path):
@@ -90,7 +101,7 @@ def test_printer_names_the_node_of_every_line_when_nodes_run_side_by_side(tmp_pa
 
 
 def test_the_two_fingerprint_forms_of_earlier_state_files_are_kept():
-    from nnunet_medaka.pipeline.engine import fingerprint
+    from nnunet_medaka.files import fingerprint
 
     nodes = chain([], {"a": 1, "b": 2})
     chained = node_fingerprints(nodes, chained=True)
