@@ -152,3 +152,87 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path):
     with staged_folder(tmp_path / "Dataset967_X") as staging:
         (staging / "dataset.json").write_text("{}")
     assert sorted(os.listdir(tmp_path)) == ["Dataset967_X"]
+
+
+# ---- messages that name the real cause ---------------------------------------------------------------------------
+def _msd(folder: Path, images: dict, labels=("c0",)) -> Path:
+    (folder / "imagesTr").mkdir(parents=True)
+    for name in images:
+        write_nifti(folder / "imagesTr" / name, np.zeros((8, 8, 8), np.float32))
+    if labels is not None:
+        (folder / "labelsTr").mkdir()
+        for case in labels:
+            write_nifti(folder / "labelsTr" / f"{case}.nii.gz", np.ones((8, 8, 8), np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("make, needles", [
+    (lambda t: t / "no_such_source", ["no_such_source: no such folder"]),
+    (lambda t: _msd(t / "m", {"c0.nii.gz": 0, "c1.mha": 0}, labels=("c0", "c1")),
+     ["no image c1.nii.gz", "c1.mha is there", "convert it to NIfTI"]),
+    (lambda t: _msd(t / "m", {"c0.nii.gz": 0}, labels=None), ["labelsTr: folder missing"]),
+])
+def test_convert_names_the_real_cause(env, tmp_path, make, needles):
+    source = make(tmp_path)
+    kind = "microct" if "no_such" in source.name else "msd"
+    args = ["convert", kind, source, "-d", 6, "-n", "X", *(["--labels", "a=1", "--channel-name", "MRI"]
+                                                          if kind == "msd" else [])]
+    one_error(cli(args, env), *needles)
+    assert not list(Path(env["nnUNet_raw"]).iterdir())
+
+
+def test_an_explicit_first_id_never_wraps_past_999():
+    from nnunet_medaka.conversion.raw_dataset import free_dataset_ids
+
+    assert free_dataset_ids(3, 998, {999}, fix="f") == [998, 1, 2]  # the default start wraps, as documented
+    with pytest.raises(MedakaError, match=r"5 dataset id\(s\) needed, 2 free in 997-999; pass a lower --first-id"):
+        free_dataset_ids(5, 997, {999}, fix="pass a lower --first-id", wrap=False)
+
+
+def test_qc_train_names_the_teachers_the_dataset_has(env, monkeypatch):
+    from nnunet_medaka.quality.table import find_teacher_cv
+
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, env[key])
+    pre = Path(env["nnUNet_preprocessed"]) / "Dataset970_Q"
+    pre.mkdir()
+    (pre / "splits_final.json").write_text(json.dumps([{"train": ["a"], "val": ["b"]}, {"train": ["b"], "val": ["a"]}]))
+    with pytest.raises(MedakaError, match=r"for every fold \(FOLD = 0 1\)"):
+        find_teacher_cv("970", "2d")
+    (Path(env["nnUNet_results"]) / "Dataset970_Q" / "SupervisedTrainer__nnUNetPlansQuick__2d").mkdir(parents=True)
+    with pytest.raises(MedakaError, match=r"this dataset has SupervisedTrainer__nnUNetPlansQuick__2d: pass its trainer"):
+        find_teacher_cv("970", "2d")
+
+
+def test_doctor_on_an_nnunet_path_that_is_a_file(env, tmp_path):
+    a_file = tmp_path / "results_file"
+    a_file.write_text("x")
+    proc = cli(["doctor"], {**env, "nnUNet_results": str(a_file)})
+    assert proc.returncode == 1 and "is a file, not a folder" in proc.stdout + proc.stderr
+    assert f"mkdir -p {a_file}" not in proc.stdout + proc.stderr
+
+
+def test_split_of_a_split_dataset_says_its_test_cases_stay_out(env, caplog, monkeypatch):
+    from nnunet_medaka.conversion.split import split_dataset
+
+    monkeypatch.setenv("nnUNet_raw", env["nnUNet_raw"])
+    source = make_raw_dataset(Path(env["nnUNet_raw"]), 971, "SplitTwice", n_cases=8)
+    first = split_dataset(source, dataset_id=972, dataset_name="Once", n_labeled=3, n_test=2, seed=0)
+    with caplog.at_level("WARNING"):
+        split_dataset(first, dataset_id=973, dataset_name="Twice", n_labeled=2, n_test=1, seed=0)
+    assert "its 2 test image(s) in imagesTs/ are not part of the new split" in caplog.text
+
+
+def test_an_organ_without_voxels_is_warned_about(tmp_path, caplog):
+    import tifffile
+
+    from nnunet_medaka.conversion.convert import convert_microct
+    from nnunet_medaka.conversion.phantom import make_phantoms
+
+    phantoms = make_phantoms(tmp_path / "ph", n_labeled=2, n_unlabeled=0, seed=0, size=40)
+    mask = sorted((Path(phantoms["root"]) / "masks").rglob("*_heart.tif"))[0]
+    tifffile.imwrite(mask, np.zeros_like(tifffile.imread(mask)))
+    with caplog.at_level("WARNING"):
+        convert_microct(phantoms["root"], dataset_id=974, dataset_name="EmptyHeart", organs=phantoms["organs_file"],
+                        out_dir=tmp_path / "raw")
+    assert f"organ heart has no voxels ({mask})" in caplog.text
