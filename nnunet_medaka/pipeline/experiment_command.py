@@ -18,6 +18,7 @@ from nnunet_medaka.files import claim_folder, read_json, remove, resolve_device,
 from nnunet_medaka.pipeline.engine import RunState, print_events, run_graph
 from nnunet_medaka.pipeline.experiment_units import PSEUDO_ROWS, ROWS, UnitGraph, draw_labeled
 from nnunet_medaka.pipeline.layout import ExperimentLayout
+from nnunet_medaka.training.estimate import describe
 
 __all__ = ["EXPERIMENT_DEFAULTS", "run_experiment"]
 
@@ -225,6 +226,9 @@ def run_experiment(
     say(f"experiment on {raw.name}, preset {preset!r}: rows {', '.join(rows)}; fractions "
         f"{', '.join(f'{f:g}' for f in fractions)}; seeds {', '.join(map(str, seeds))}; {len(nodes)} units into {out}"
         + (" (dry run: nothing is executed)" if dry_run else ""))
+    if device == "cpu":  # the time of one training, measured before any work (warned about when over an hour)
+        for line in describe(settings, raw, dataset_json, threads=graph.threads, dry_run=dry_run):
+            say(line)
     state = RunState(graph.layout.state)
     units = run_graph(nodes, state, on_event=on_event or print_events(say, parallel=graph.workers > 1),
                       dry_run=dry_run, rows_order=rows, workers=graph.workers)

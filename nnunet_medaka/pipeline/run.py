@@ -31,8 +31,11 @@ from nnunet_medaka.files import claim_folder, files_fingerprint, read_json, remo
 from nnunet_medaka.pipeline.engine import Node, RunState, Step, print_events, run_graph
 from nnunet_medaka.pipeline.layout import RUN_STAGES, RunLayout
 from nnunet_medaka.pipeline.steps import Unit, build_student_step, evaluate_step, pseudolabel_step, quality_step, train_step
+from nnunet_medaka.training.estimate import describe
 from nnunet_medaka.training.presets import RUN_DEFAULTS, resolve_settings
-from nnunet_medaka.training.stock import STUDENT_TRAINER, cmd, plan_args, stock_environ, write_cv_splits
+from nnunet_medaka.training.stock import (
+    STUDENT_TRAINER, cmd, plan_args, stock_environ, threads_per_training, write_cv_splits,
+)
 
 __all__ = ["raw_dataset", "run_pipeline"]
 
@@ -244,6 +247,10 @@ def run_pipeline(
     if dry_run:
         say(f"run of {raw.name} with preset {preset!r} into {layout.folder} (dry run: nothing is executed)")
         say(f"disk estimate: {_disk_estimate(raw, unlabeled, settings, len(dataset_json['labels'])) / 2**30:.2f} GiB")
+    if device == "cpu":  # the time of one training, measured before any work (warned about when over an hour)
+        for line in describe(settings, raw, dataset_json, dry_run=dry_run,
+                             threads=threads_per_training(settings["cpu_threads"], device, settings["parallel_folds"])):
+            say(line)
     results = run_graph(nodes, RunState(layout.state), on_event=on_event or print_events(say), dry_run=dry_run,
                         chained=True)
     if "evaluate" in results:

@@ -36,7 +36,7 @@ def dry_env(tmp_path_factory) -> tuple[dict, Path]:
 def _listing(cmd: list, env: dict, root: Path, out: Path) -> str:
     text = run_checked(cmd, env, timeout=300).stdout
     lines = [line for line in text.replace(str(out), "$OUT").replace(str(root), "$ROOT").splitlines()
-             if not line.startswith("disk estimate:")]  # NIfTI sizes differ with the zlib of the machine
+             if not line.startswith(("disk estimate:", "time estimate:", "warning: one training"))]  # measured here
     return "\n".join(lines) + "\n"
 
 
