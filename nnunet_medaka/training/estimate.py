@@ -33,6 +33,26 @@ def _median_shape(images: Path, ending: str, dims: int) -> list:
     return [int(statistics.median(s[i] for s in shapes)) for i in range(dims)] if shapes else [64] * dims
 
 
+def _time_iterations(net, batch: int, channels: int, patch: list, n_classes: int, repeats: int) -> list:
+    """Seconds of each training step (forward, cross-entropy, backward, SGD) on a random batch; the first warms up."""
+    import torch
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.99, nesterov=True)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, channels, *patch, generator=generator)
+    y = torch.randint(0, n_classes, (batch, *patch), generator=generator)
+    times = []
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+        times.append(time.perf_counter() - t0)
+        if times[-1] > 60 or (i >= 1 and times[-1] > 5):  # a slow iteration measured once is answer enough
+            break
+    return times
+
+
 def estimate_training(settings: dict, raw: Path, dataset_json: dict, *, threads: Optional[int],
                       repeats: int = 2) -> dict:
     """Measured seconds per training iteration of the preset's network on this CPU, and the training's total.
@@ -58,27 +78,17 @@ def estimate_training(settings: dict, raw: Path, dataset_json: dict, *, threads:
     norm = torch.nn.InstanceNorm2d if dims == 2 else torch.nn.InstanceNorm3d
     n_classes = len(dataset_json["labels"])
     saved_threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads or saved_threads)
-        net = PlainConvUNet(len(dataset_json["channel_names"]), len(features), features, conv, 3,
-                            [1] + [2] * (len(features) - 1), 2, n_classes, 2, conv_bias=True, norm_op=norm,
-                            norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=torch.nn.LeakyReLU,
-                            nonlin_kwargs={"inplace": True})
-        optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.99, nesterov=True)
-        generator = torch.Generator().manual_seed(0)
-        x = torch.randn(batch, len(dataset_json["channel_names"]), *patch, generator=generator)
-        y = torch.randint(0, n_classes, (batch, *patch), generator=generator)
-        times = []
-        for i in range(repeats + 1):  # the first iteration warms up (allocations), the others are timed
-            t0 = time.perf_counter()
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(net(x), y).backward()
-            optimizer.step()
-            times.append(time.perf_counter() - t0)
-            if times[-1] > 60 or (i >= 1 and times[-1] > 5):  # a slow iteration measured once is answer enough
-                break
-    finally:
-        torch.set_num_threads(saved_threads)
+    # the network's initialisation leaves torch's global generator as it was, and the thread count is restored
+    with torch.random.fork_rng(devices=[]):
+        try:
+            torch.set_num_threads(threads or saved_threads)
+            times = _time_iterations(PlainConvUNet(
+                len(dataset_json["channel_names"]), len(features), features, conv, 3, [1] + [2] * (len(features) - 1),
+                2, n_classes, 2, conv_bias=True, norm_op=norm, norm_op_kwargs={"eps": 1e-5, "affine": True},
+                nonlin=torch.nn.LeakyReLU, nonlin_kwargs={"inplace": True}),
+                batch, len(dataset_json["channel_names"]), patch, n_classes, repeats)
+        finally:
+            torch.set_num_threads(saved_threads)
     per_iteration = statistics.median(times[1:] or times)
     iterations = int(settings["num_epochs"]) * int(settings["iterations_per_epoch"])
     return {"seconds_per_iteration": per_iteration, "iterations": iterations, "seconds": per_iteration * iterations,

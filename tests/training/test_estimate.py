@@ -1,6 +1,6 @@
 """The time estimate of ``run``/``experiment``: a few measured iterations of the preset's network, and a warning
 naming the settings that shorten a training of over an hour."""
-from pathlib import Path
+import torch
 
 from helpers import LABELS, make_raw_dataset
 from nnunet_medaka.training.estimate import describe, estimate_training, estimate_warning
@@ -12,7 +12,13 @@ DATASET_JSON = {"channel_names": {"0": "MRI"}, "labels": LABELS, "file_ending": 
 def test_the_estimate_measures_the_presets_network(tmp_path):
     raw = make_raw_dataset(tmp_path, 991, "Est", n_cases=3)  # 36 x 40 x 40 images
     settings = resolve_settings("cpu-demo")  # 2d, nnU-Net's patch: here the median in-plane shape
+    threads = torch.get_num_threads()
+    torch.manual_seed(5)
+    expected = torch.rand(1)
+    torch.manual_seed(5)
     estimate = estimate_training(settings, raw, DATASET_JSON, threads=1)
+    # the caller's torch generator and threads are as they were (run pseudo-labels in this process afterwards)
+    assert torch.equal(torch.rand(1), expected) and torch.get_num_threads() == threads
     assert estimate["patch"] == [40, 40] and estimate["batch"] == 8 and estimate["threads"] == 1
     assert estimate["iterations"] == 28 * 50 and estimate["seconds_per_iteration"] > 0
     assert estimate["seconds"] == estimate["seconds_per_iteration"] * estimate["iterations"]
