@@ -16,6 +16,7 @@ import numpy as np
 from nnunet_medaka.files import read_json, write_json_atomic, write_text_atomic
 from nnunet_medaka.pipeline.layout import ExperimentLayout
 from nnunet_medaka.training.comparison import CSV_COLUMNS, compare_rows, summarize_table, verdict
+from nnunet_medaka.training.evaluation import plot_delta_heatmap
 
 __all__ = ["answer_lines", "quality_on_unlabeled", "write_experiment_results"]
 
@@ -169,31 +170,6 @@ def quality_on_unlabeled(pseudolabels: os.PathLike | str, *, tau: float) -> dict
     return out
 
 
-def _plot(entries: Sequence[Mapping], organs: Sequence[str], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = [*organs, "overall"]
-    grid = np.array([[np.nan if e["iou"][c]["mean"] is None else e["iou"][c]["mean"] for c in columns] for e in entries])
-    fig, ax = plt.subplots(figsize=(1.0 * len(columns) + 3, 0.45 * len(entries) + 1.8))
-    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
-    ax.set_yticks(range(len(entries)), [f"{e['row']} @ {e['fraction']:g}" for e in entries])
-    for i in range(len(entries)):
-        for j in range(len(columns)):
-            if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if grid[i, j] < 0.5 else "black")
-    fig.colorbar(image, ax=ax, label="mean IoU over test cases and seeds")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
 def _markdown(results: Mapping, answer: list) -> str:
     organs = results["organs"]
     lines = [f"# Experiment on {results['dataset']} (preset {results['preset']})", "", *answer, "",
@@ -263,7 +239,7 @@ def write_experiment_results(out: os.PathLike | str, table: Sequence[Mapping], *
     for e in entries:
         e["wall_s"] = (wall or {}).get((e["row"], e["fraction"]))
     answer, answers = answer_lines(entries, table, fractions=fractions, seeds=seeds, n_resamples=n_resamples)
-    plot = _plot(entries, organs, layout.folder / ".iou_heatmap.tmp.png",
+    plot = plot_delta_heatmap(entries, organs, layout.folder / ".iou_heatmap.tmp.png",
                  f"{dataset}: mean IoU, {n_test} test cases, seeds {', '.join(map(str, seeds))}") if entries else None
     if plot is not None:
         os.replace(plot, layout.heatmap)

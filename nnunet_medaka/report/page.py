@@ -100,7 +100,7 @@ def _results_block(exp: Mapping, links: Mapping[str, str]) -> str:
                  f'{esc(", ".join(map(str, results.get("seeds") or [])))}; mean ± std over seeds. Per organ and per '
                  "case: results.md and results.csv in the experiment folder.</p>")
     if "iou_heatmap.png" in links:
-        parts.append('<div class="plots">' + html_figure(links["iou_heatmap.png"], "mean IoU, rows × organs") + "</div>")
+        parts.append('<div class="plots">' + html_figure(links["iou_heatmap.png"], "Δ mean IoU vs the teacher of the same fraction (diverging, centred on 0), each cell with its mean IoU") + "</div>")
     return "\n".join(parts)
 
 

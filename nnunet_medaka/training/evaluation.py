@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["comparison_table", "per_label_scores", "plot_comparison", "write_overlays"]
+__all__ = ["comparison_table", "per_label_scores", "plot_comparison", "plot_delta_heatmap", "write_overlays"]
 
 
 def per_label_scores(summary_file: os.PathLike | str, labels: Mapping[str, int]) -> dict:
@@ -148,3 +148,36 @@ def _read_or_none(path: Path):
     import SimpleITK as sitk
 
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path))) if path.is_file() else None
+
+
+def plot_delta_heatmap(entries: Sequence[Mapping], organs: Sequence[str], path: Path, title: str) -> Path:
+    """Rows x organs of `nnunet_medaka.training.comparison.summarize_table`'s entries: colour the Δ mean IoU against the teacher of the same fraction on a diverging scale centred
+    on 0 (every row looks alike on an absolute 0-1 scale), each cell labelled with its mean IoU and its Δ."""
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [*organs, "overall"]
+    grid = np.array([[np.nan if e["iou"][c]["mean"] is None else e["iou"][c]["mean"] for c in columns] for e in entries])
+    delta = np.array([[0.0 if not e.get("vs_teacher") else np.nan if e["vs_teacher"][c]["mean"] is None
+                       else e["vs_teacher"][c]["mean"] for c in columns] for e in entries])
+    span = max(0.02, float(np.nanmax(np.abs(delta))) if np.isfinite(delta).any() else 0.02)
+    fig, ax = plt.subplots(figsize=(1.1 * len(columns) + 3.5, 0.55 * len(entries) + 1.8))
+    image = ax.imshow(delta, vmin=-span, vmax=span, cmap="RdBu", aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(entries)), [f"{e['row']} @ {e['fraction']:g}" for e in entries])
+    for i, e in enumerate(entries):
+        for j in range(len(columns)):
+            if not np.isnan(grid[i, j]):
+                text = f"{grid[i, j]:.3f}" + ("" if not e.get("vs_teacher") or np.isnan(delta[i, j])
+                                              else f"\n{delta[i, j]:+.3f}")
+                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                        color="white" if abs(delta[i, j]) > 0.6 * span else "black")
+    fig.colorbar(image, ax=ax, label="Δ mean IoU vs the teacher of the same fraction")
+    ax.set_title(title + "\ncell: mean IoU over test cases and seeds, and its Δ vs the teacher", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
