@@ -55,11 +55,14 @@ from nnunet_medaka.training.stock import (
 __all__ = ["ROWS", "KD_ROWS", "PSEUDO_ROWS", "UnitGraph", "accept_all_view", "draw_labeled", "unit_key"]
 
 ROWS = {
-    "teacher": "SupervisedTrainer on the labeled fraction (the baseline)",
+    "teacher": "SupervisedTrainer cross-validation on the labeled fraction, scored as the ensemble of its folds "
+               "(a fair baseline; it makes the pseudo-labels)",
+    "supervised": "SupervisedTrainer on every labeled case of the fraction, one model (fold all): the other fair "
+                  "baseline",
     "pseudo-all": "SupervisedTrainer on labeled + every pseudo-label (no quality filter, no KD)",
     "pseudo-qc": "SupervisedTrainer on labeled + accepted pseudo-labels (quality filter, no KD)",
     "pseudo-qc-kd": "KDTrainer on labeled + accepted pseudo-labels (quality filter + KD: the paper's method)",
-    "kd-only": "KDTrainer on the labeled fraction alone, against the teacher of the same fold (no pseudo-labels)",
+    "kd-only": "KDTrainer on the labeled fraction alone, against the teacher's fold ensemble (no pseudo-labels)",
     "supervised-all": "SupervisedTrainer on every labeled case (fraction 1; the reference)",
 }
 PSEUDO_ROWS = ("pseudo-all", "pseudo-qc", "pseudo-qc-kd")
@@ -230,10 +233,12 @@ class UnitGraph:
             pseudo = any(r in PSEUDO_ROWS for r in rows)
             unit = self.unit(u)
             nodes.append(self._dataset_node(u, fraction, seed))
-            nodes += [self._train_node(u, "teacher", k) for k in dict.fromkeys([*s["student_folds"], *(folds if pseudo else [])])]
+            nodes += [self._train_node(u, "teacher", k) for k in folds]  # scored as their ensemble
             nodes.append(self._evaluate_node(u, "teacher"))
+            if "supervised" in rows:
+                nodes += [self._train_node(u, "supervised", "all"), self._evaluate_node(u, "supervised")]
             if "kd-only" in rows:
-                nodes += [self._train_node(u, "kd-only", k) for k in s["student_folds"]]
+                nodes += [self._train_node(u, "kd-only", k) for k in self._folds("kd-only")]
                 nodes.append(self._evaluate_node(u, "kd-only"))
             if pseudo:
                 teacher_folds = [f"{u}/teacher/fold{k}" for k in folds]
@@ -245,13 +250,13 @@ class UnitGraph:
                                                                                       s["acceptance"], quality)))
             if "pseudo-all" in trained:
                 nodes += [self._accept_all_node(u), self._student_data_node(u, "all", seed)]
-                nodes += [self._train_node(u, "pseudo-all", k) for k in s["student_folds"]]
+                nodes += [self._train_node(u, "pseudo-all", k) for k in self._folds("pseudo-all")]
                 nodes.append(self._evaluate_node(u, "pseudo-all"))
             if "pseudo-qc" in trained or "pseudo-qc-kd" in trained:
                 nodes.append(self._student_data_node(u, "qc", seed))
                 for row in ("pseudo-qc", "pseudo-qc-kd"):
                     if row in trained:
-                        nodes += [self._train_node(u, row, k) for k in s["student_folds"]]
+                        nodes += [self._train_node(u, row, k) for k in self._folds(row)]
                         nodes.append(self._evaluate_node(u, row))
         self._assign_rows(nodes)
         return nodes
@@ -377,14 +382,20 @@ class UnitGraph:
                             f"preprocessed arrays, splits_final.json ({s['cv_folds']} folds, seed {seed})"]
         return Node(f"{u}/dataset", inputs, ["plan"], Step(commands, run, reset=lambda: remove(raw_u, pre_u, res_u)))
 
-    def _train_node(self, u: str, row: str, fold: int) -> Node:
+    def _folds(self, row: str) -> list:
+        """The folds a row trains and is scored with: the teacher's CV (scored as its ensemble), one model on every
+        case for ``supervised``, ``student_folds`` for the students."""
+        return list(range(self.settings["cv_folds"])) if row == "teacher" else ["all"] if row == "supervised" \
+            else list(self.settings["student_folds"])
+
+    def _train_node(self, u: str, row: str, fold) -> Node:
         model = self.model(u, row)
         npz = row == "teacher"  # out-of-fold probabilities: the quality classifier's training data
-        if row in ("teacher", "kd-only"):
-            deps = [f"{u}/dataset"] + ([f"{u}/teacher/fold{fold}"] if row == "kd-only" else [])
+        teachers = [f"{u}/teacher/fold{k}" for k in (self._folds("teacher") if fold == "all" else [fold])]
+        if row in ("teacher", "supervised", "kd-only"):
+            deps = [f"{u}/dataset"] + (teachers if row == "kd-only" else [])
         else:
-            deps = [f"{u}/data-{'all' if row == 'pseudo-all' else 'qc'}"]
-            deps += [f"{u}/teacher/fold{fold}"] if row == "pseudo-qc-kd" else []
+            deps = [f"{u}/data-{'all' if row == 'pseudo-all' else 'qc'}"] + (teachers if row == "pseudo-qc-kd" else [])
         inputs = {"trainer": model.trainer, "fold": fold, "device": self.device, "npz": npz,
                   **({"kd": [self.settings["kd_weight"], self.settings["kd_temperature"]]} if row in KD_ROWS else {})}
         step = train_step(self.unit(u), model, [fold], role=row, npz=npz, threads=self.threads,
@@ -421,7 +432,8 @@ class UnitGraph:
 
     def _evaluate_node(self, u: str, row: str) -> Node:
         unit = self.unit(u)
-        commands, work = evaluate_step(unit, self.model(u, row), self.settings["student_folds"], row)
+        commands, work = evaluate_step(unit, self.model(u, row), self._folds(row), row)
         step = Step(commands, lambda say: {"summary": str(work())}, reset=lambda: remove(unit.folders.predictions(row)))
-        return Node(f"{u}/{row}/evaluate", {"test": sorted(self.test), "mirroring": unit.mirroring},
-                    [f"{u}/{row}/fold{k}" for k in self.settings["student_folds"]], step)
+        return Node(f"{u}/{row}/evaluate", {"test": sorted(self.test), "mirroring": unit.mirroring,
+                                            "folds": self._folds(row)},
+                    [f"{u}/{row}/fold{k}" for k in self._folds(row)], step)

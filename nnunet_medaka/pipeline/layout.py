@@ -29,7 +29,7 @@ __all__ = ["ExperimentLayout", "RUN_STAGES", "RunLayout", "UnitFolders", "parse_
            "unit_key"]
 
 RUN_STAGES = ("plan", "teacher", "quality", "pseudolabel", "student-dataset", "student", "evaluate")
-_TRAIN_NODE = re.compile(r"^(?P<unit>f[^/]+/s\d+)/(?P<row>[a-z-]+)/fold(?P<fold>\d+)$")
+_TRAIN_NODE = re.compile(r"^(?P<unit>f[^/]+/s\d+)/(?P<row>[a-z-]+)/fold(?P<fold>\d+|all)$")
 
 
 class UnitFolders:
@@ -92,7 +92,7 @@ def parse_unit_key(key: str) -> tuple[float, int]:
     return float(fraction[1:]), int(seed[1:])
 
 
-def parse_train_node(name: str) -> Optional[tuple[str, str, int]]:
-    """(unit key, row, fold) of a training node's name, else None."""
+def parse_train_node(name: str) -> Optional[tuple[str, str, object]]:
+    """(unit key, row, fold: a number or ``"all"``) of a training node's name, else None."""
     m = _TRAIN_NODE.match(name)
-    return (m["unit"], m["row"], int(m["fold"])) if m else None
+    return (m["unit"], m["row"], m["fold"] if m["fold"] == "all" else int(m["fold"])) if m else None

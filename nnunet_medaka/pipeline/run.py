@@ -125,7 +125,9 @@ def _evaluate_both(unit: Unit, student, layout: RunLayout, raw: Path, dataset_js
     up), then the run's results files."""
     s = unit.settings
     models = {"teacher": unit.model(), "student": student}
-    parts = {role: evaluate_step(unit, m, s["student_folds"], role, model_placeholder=True) for role, m in models.items()}
+    # the teacher as a user deploys it (the ensemble of its folds, which made the pseudo-labels); the student's folds
+    parts = {role: evaluate_step(unit, m, unit.folds if role == "teacher" else s["student_folds"], role,
+                                 model_placeholder=True) for role, m in models.items()}
 
     def run(say) -> dict:
         from nnunet_medaka.pipeline.results import write_run_results
@@ -217,8 +219,9 @@ def run_pipeline(
     teacher, student = unit.model(), unit.model(STUDENT_TRAINER, (student_id, student_name))
     unlabeled = raw / dataset_json.get("unlabeled_images", "imagesUnlabeled")
     unlabeled_gt = raw / dataset_json.get("unlabeled_ground_truth", "labelsUnlabeled_gt")
-    # nnU-Net transfers every weight but the output layers (seg_layers), which start fresh
-    init = (lambda f: ["-pretrained_weights", teacher.folder / f"fold_{f}" / "checkpoint_final.pth"]) \
+    # nnU-Net transfers every weight but the output layers (seg_layers), which start fresh; fold all starts from
+    # teacher fold 0
+    init = (lambda f: ["-pretrained_weights", teacher.folder / f"fold_{0 if f == 'all' else f}" / "checkpoint_final.pth"]) \
         if settings["student_init"] == "teacher" else (lambda f: [])
     kd = [*config_assignments(settings), ("seed", settings["seed"]), ("teacher", str(teacher.folder)),
           ("kd_weight", settings["kd_weight"]), ("kd_temperature", settings["kd_temperature"])]

@@ -92,11 +92,13 @@ class Unit:
         run_stock_command(script, list(args), env=env or self.env, log_file=self.logs / f"{self.log_prefix}{name}.log")
 
 
-def train_step(unit: Unit, model: Model, folds: Sequence[int], *, role: str, npz: bool = False,
-               fresh: Callable[[int], list] = lambda fold: [], parallel: int = 1, threads: Optional[int] = None,
+def train_step(unit: Unit, model: Model, folds: Sequence, *, role: str, npz: bool = False,
+               fresh: Callable[[object], list] = lambda fold: [], parallel: int = 1, threads: Optional[int] = None,
                private_configs: bool = False) -> Step:
     """``nnUNetv2_train`` on ``folds`` (``parallel`` at a time), skipping finished folds and continuing interrupted
-    ones (``--c``). A KD student trains fold k against the teacher's fold k (leak-free).
+    ones (``--c``). A KD student trains fold k against the teacher's fold k (leak-free), fold ``all`` against the
+    teacher's fold ensemble; fold ``all`` skips nnU-Net's final validation (its validation cases are its training
+    cases).
 
     The config keys a training needs of its own (its teacher fold, its share of the cores) go into the dataset's
     config file, or, with ``private_configs`` (trainings of one dataset at the same time in other steps), into a
@@ -109,16 +111,18 @@ def train_step(unit: Unit, model: Model, folds: Sequence[int], *, role: str, npz
     extra = ["--npz"] if npz else []
     config = unit.roots["nnUNet_preprocessed"] / model.results.name / "nnunet_medaka.json"
 
-    def own(fold: int, n_threads: Optional[int]) -> list:
+    def own(fold, n_threads: Optional[int]) -> list:
         keys = [("cpu_threads", n_threads)] if n_threads is not None or not private_configs else []
-        if kd:
-            keys += [("teacher", str(unit.model().folder)), ("teacher_folds", [fold]),
+        if fold == "all":  # its validation cases would be its training cases
+            keys.append(("final_validation", False))
+        if kd:  # fold k distils from teacher fold k (leak-free), fold all from the fold ensemble
+            keys += [("teacher", str(unit.model().folder)), ("teacher_folds", unit.folds if fold == "all" else [fold]),
                      ("kd_weight", s["kd_weight"]), ("kd_temperature", s["kd_temperature"])]
         return keys
 
     def train(fold: int, n: int, n_threads: Optional[int], say) -> None:
         env = train_environ(unit.env, unit.device, n_threads)
-        if private_configs:
+        if private_configs or fold == "all":  # fold all's keys must not reach other trainings of this dataset
             copy = unit.folders.configs / f"{role}_fold{fold}.json"
             copy.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(copy, json.loads(config.read_text()) if config.is_file() else {})
@@ -126,13 +130,15 @@ def train_step(unit: Unit, model: Model, folds: Sequence[int], *, role: str, npz
             env[CONFIG_ENV_VAR] = str(copy)
         else:
             update_config_file(config, own(fold, n_threads))
-        say(f"fold {fold}: " + (f"training against teacher fold {fold}" if kd else "training")
+        against = "the teacher's fold ensemble" if fold == "all" else f"teacher fold {fold}"
+        say(f"fold {fold}: " + (f"training against {against}" if kd else "training")
             + (f" ({n} folds at a time, {n_threads} thread(s) each)" if n > 1 else ""))
         unit.stock("nnUNetv2_train", train_args(model, fold, unit.device, extra, fresh(fold)),
                    f"train_{role}_fold{fold}", env=env)
 
     def run(say) -> dict:
-        pending = [f for f in folds if not fold_finished(model, f, npz=npz, validation=bool(s["final_validation"]))]
+        pending = [f for f in folds if not fold_finished(model, f, npz=npz,
+                                                         validation=bool(s["final_validation"]) and f != "all")]
         for f in sorted(set(folds) - set(pending)):
             say(f"fold {f}: finished earlier")
         n = max(1, min(parallel, len(pending)))
@@ -150,7 +156,8 @@ def train_step(unit: Unit, model: Model, folds: Sequence[int], *, role: str, npz
         train = lambda f: cmd("nnUNetv2_train", [model.dataset_id, model.configuration, f, "-tr", model.trainer, "-p",
                                                  model.plans, "-device", unit.device, *extra, *fresh(f)])
         if kd:
-            return [cmd("nnunet-medaka", ["config", "-d", model.dataset_id, f"--set=teacher_folds=[{f}]"]) + " && "
+            return [cmd("nnunet-medaka", ["config", "-d", model.dataset_id, "--set=teacher_folds=["
+                                          + ",".join(map(str, unit.folds if f == "all" else [f])) + "]"]) + " && "
                     + train(f) for f in folds]
         return [train(f) for f in folds]
 

@@ -78,7 +78,10 @@ def config_assignments(preset: dict) -> list:
 # Settings of the method on top of the training preset (`nnunet_medaka.training.presets`); all overridable.
 RUN_DEFAULTS = {
     "cv_folds": 5,  # teacher cross-validation folds: the quality classifier's training data
-    "student_folds": [0],  # student folds trained; teacher and student are compared on the same folds
+    # the student trains on every case it may use (fold "all": all labeled + accepted pseudo-labeled cases) and
+    # distils from the teacher's fold ensemble, which made the pseudo-labels; a list of CV folds instead trains
+    # one student per fold (fold k distils from teacher fold k) and ensembles them like the teacher
+    "student_folds": ["all"],
     "seed": 0,
     "tau": 0.7,  # a pseudo-label is good when its IoU >= tau
     "acceptance": "case",  # case | organ | none (see nnunet_medaka.pseudolabel.acceptance)
@@ -130,9 +133,10 @@ def _setting_problems(s: dict) -> list:
     out.append(("cv_folds", None if _whole(s["cv_folds"], 2) else
                 "a whole number >= 2 (the quality classifier learns from out-of-fold predictions)"))
     folds = s["student_folds"]
-    good = isinstance(folds, list) and folds and all(_whole(f, 0) and f < s["cv_folds"] for f in folds)
-    out.append(("student_folds", None if good else f"a non-empty list of folds among 0..{s['cv_folds'] - 1}"
-                if _whole(s["cv_folds"], 2) else "a non-empty list of folds"))
+    good = folds == ["all"] or (isinstance(folds, list) and folds and all(
+        _whole(f, 0) and _whole(s["cv_folds"], 2) and f < s["cv_folds"] for f in folds))
+    out.append(("student_folds", None if good else '["all"] (one student on every case) or a non-empty list of '
+                f"cross-validation folds{' among 0..' + str(s['cv_folds'] - 1) if _whole(s['cv_folds'], 2) else ''}"))
     out.append(("parallel_folds", None if _whole(s["parallel_folds"], 1) else "a whole number >= 1"))
     out.append(("corruptions_per_organ", None if _whole(s["corruptions_per_organ"], 0) else "a whole number >= 0"))
     tau = s["tau"]

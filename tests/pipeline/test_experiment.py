@@ -70,8 +70,8 @@ def test_results_md_states_a_win_and_a_gap(tmp_path):
                                 ("pseudo-qc-kd", 1.0): 0.16, ("supervised-all", 1.0): 0.15})
     head = md.split("\n\nMean IoU on")[0]
     assert head.startswith("# Experiment on Dataset500_Hand")
-    assert "(a) Does the full method (pseudo-qc-kd) beat its teacher by more than the noise? Fraction 0.33:** " \
-           "**yes**" in head
+    assert "(a) Does the full method (pseudo-qc-kd) beat the stronger fair baseline (teacher) by more than the noise? " \
+           "Fraction 0.33:** **yes**" in head
     assert "(b) Does pseudo-qc-kd at the smallest fraction (0.33) reach supervised-all (fraction 1) quality?** " \
            "**no**" in head
     a = res["answers"]["a"][0]
@@ -256,10 +256,17 @@ def test_units_are_shared_and_adding_rows_redoes_nothing(exp_dataset, in_env, tm
         for f in ("f1", "f0.5"):
             u = f"{f}/s{seed}"
             assert [n for n in names if n.startswith(f"{u}/teacher/fold")] == [f"{u}/teacher/fold0", f"{u}/teacher/fold1"]
-            assert by[f"{u}/teacher/fold0"].rows == set(ROWS) - ({"supervised-all"} if f == "f0.5" else set())
-            assert by[f"{u}/kd-only/fold0"].deps == [f"{u}/dataset", f"{u}/teacher/fold0"]  # same fold: leak-free
-            assert by[f"{u}/pseudo-qc/fold0"].deps == [f"{u}/data-qc"]  # no KD: no teacher
-            assert by[f"{u}/pseudo-qc-kd/fold0"].deps == [f"{u}/data-qc", f"{u}/teacher/fold0"]
+            assert by[f"{u}/teacher/fold0"].rows == set(ROWS) - {"supervised"} - (
+                {"supervised-all"} if f == "f0.5" else set())  # supervised trains its own model (fold all)
+            # students train on every case they may use (fold all) and distil from the teacher's fold ensemble,
+            # which made their pseudo-labels; the teacher is scored as that ensemble
+            teachers = [f"{u}/teacher/fold0", f"{u}/teacher/fold1"]
+            assert by[f"{u}/kd-only/foldall"].deps == [f"{u}/dataset", *teachers]
+            assert by[f"{u}/pseudo-qc/foldall"].deps == [f"{u}/data-qc"]  # no KD: no teacher
+            assert by[f"{u}/pseudo-qc-kd/foldall"].deps == [f"{u}/data-qc", *teachers]
+            assert by[f"{u}/teacher/evaluate"].deps == teachers and by[f"{u}/teacher/evaluate"].inputs["folds"] == [0, 1]
+            assert by[f"{u}/supervised/foldall"].deps == [f"{u}/dataset"]
+            assert by[f"{u}/supervised/evaluate"].deps == [f"{u}/supervised/foldall"]
             assert by[f"{u}/pseudolabels-all"].deps == [f"{u}/pseudolabel"]  # one prediction of the pool
             assert by[f"{u}/pseudolabel"].rows == {"pseudo-all", "pseudo-qc", "pseudo-qc-kd"}
     # supervised-all is fraction 1's teacher: no unit of its own
@@ -268,7 +275,7 @@ def test_units_are_shared_and_adding_rows_redoes_nothing(exp_dataset, in_env, tm
 
     # ids are recorded per dataset in OUT/datasets.json, so a later run with more rows keeps them
     few = _graph(exp_dataset, tmp_path, ["teacher", "kd-only"], fractions=(0.5,), ids=full.ids).nodes()
-    assert not [n.name for n in few if "fold1" in n.name or "pseudo" in n.name]  # no CV without pseudo rows
+    assert not [n.name for n in few if "pseudo" in n.name or "quality" in n.name]
     fp_few, fp_every = node_fingerprints(few), node_fingerprints(every)
     assert all(fp_few[k] == fp_every[k] for k in fp_few)  # adding rows, fractions or seeds changes no finished unit
 
@@ -367,7 +374,7 @@ def test_accept_all_view_reuses_the_prediction(tmp_path):
 
 # ---- refusals -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, message", [
-    ({"rows": ["teacher", "pseudo-magic"]}, r"--rows pseudo-magic: unknown or empty; choose among teacher, pseudo-all"),
+    ({"rows": ["teacher", "pseudo-magic"]}, r"--rows pseudo-magic: unknown or empty; choose among teacher, supervised"),
     ({"fractions": [0.33, 1.5]}, r"--fractions 1.5: expected labeled fractions in \(0, 1\]"),
     ({"fractions": [0.33, 0.331]}, r"two fractions round to the same percentage"),
     ({"seeds": [0, 0]}, r"--seeds 0 0: expected distinct whole numbers"),
@@ -416,27 +423,29 @@ def test_experiment_two_rows_two_seeds_end_to_end(exp_dataset, nnunet_env, tmp_p
            *SETS, "--set=parallel_folds=2"]  # the two seeds' units run side by side
     proc = run_checked(cmd, nnunet_env, timeout=900)
     assert proc.stdout.count("$ nnUNetv2_plan_and_preprocess") == 1  # one plan for every row and seed
-    assert "[3/11] f0.5/s0/teacher/fold0 (rows: teacher, kd-only)" in proc.stdout
+    assert "[3/13] f0.5/s0/teacher/fold0 (rows: teacher, kd-only)" in proc.stdout
     # both seeds' datasets start before the first teacher finishes: independent units overlap
     assert proc.stdout.index("f0.5/s1/dataset") < proc.stdout.index("(f0.5/s0/teacher/fold0) done in")
     # the KD student starts from random weights although cpu-demo's run default is student_init=teacher
-    assert "nnUNetv2_train 602 3d_fullres 0 -tr KDTrainer -p nnUNetPlansSmall -device cpu\n" in proc.stdout
+    assert "nnUNetv2_train 602 3d_fullres all -tr KDTrainer -p nnUNetPlansSmall -device cpu\n" in proc.stdout
     assert "-pretrained_weights" not in proc.stdout
     assert json.loads((out / "experiment_settings.json").read_text())["settings"]["student_init"] == "random"
     records = json.loads((out / STATE_FILE).read_text())["stages"]
     assert sorted(records) == sorted(["plan", *[f"f0.5/s{s}/{n}" for s in (0, 1) for n in (
-        "dataset", "teacher/fold0", "teacher/evaluate", "kd-only/fold0", "kd-only/evaluate")]])
+        "dataset", "teacher/fold0", "teacher/fold1", "teacher/evaluate", "kd-only/foldall", "kd-only/evaluate")]])
     ids = json.loads((out / "datasets.json").read_text())
     results = Path(nnunet_env["nnUNet_results"])
     teacher = next(results.glob(f"Dataset{ids['f0.5/s0']:03d}_*")) / "SupervisedTrainer__nnUNetPlansSmall__3d_fullres"
-    assert sorted(p.name for p in teacher.glob("fold_*")) == ["fold_0"]  # no cross-validation without pseudo rows
-    resolved = json.loads((teacher.parent / "KDTrainer__nnUNetPlansSmall__3d_fullres" / "fold_0" /
+    assert sorted(p.name for p in teacher.glob("fold_*")) == ["fold_0", "fold_1"]  # scored as their ensemble
+    resolved = json.loads((teacher.parent / "KDTrainer__nnUNetPlansSmall__3d_fullres" / "fold_all" /
                            "nnunet_medaka_resolved_config.json").read_text())
-    assert resolved["config"]["teacher"] == str(teacher) and resolved["config"]["teacher_folds"] == [0]
+    # the student learns from every labeled case (fold all), distilling from the teacher's fold ensemble
+    assert resolved["config"]["teacher"] == str(teacher) and resolved["config"]["teacher_folds"] == [0, 1]
+    assert resolved["config"]["final_validation"] is False
     assert resolved["config"]["seed"] == 0
     # simultaneous trainings read their own copy of the config, with their share of the cores
     assert resolved["config"]["cpu_threads"] == max(1, (os.cpu_count() or 1) // 2)
-    assert json.loads((out / "units" / "f0.5_s1" / "configs" / "kd-only_fold0.json").read_text())["teacher_folds"] == [0]
+    assert json.loads((out / "units" / "f0.5_s1" / "configs" / "kd-only_foldall.json").read_text())["teacher_folds"] == [0, 1]
 
     lines = (out / "results.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * 2 * 3 * 2  # rows x seeds x test cases x organs
@@ -453,5 +462,5 @@ def test_experiment_two_rows_two_seeds_end_to_end(exp_dataset, nnunet_env, tmp_p
     checkpoint = teacher / "fold_0" / "checkpoint_final.pth"
     mtime = checkpoint.stat().st_mtime_ns
     again = run_checked(cmd, nnunet_env, timeout=300)  # resume: everything finished, nothing redone
-    assert again.stdout.count(", skipped") == 11 and checkpoint.stat().st_mtime_ns == mtime
+    assert again.stdout.count(", skipped") == 13 and checkpoint.stat().st_mtime_ns == mtime
     assert json.loads((out / STATE_FILE).read_text())["stages"] == records

@@ -61,7 +61,7 @@ def test_demo_run_survives_sigkill_in_every_stage(nnunet_env, tmp_path):
         "SupervisedTrainer__nnUNetPlansSmall__3d_fullres" / "fold_0" / "checkpoint_final.pth"
     for i, stage in enumerate(STAGES):
         outputs[stage] = output = kill_during(demo_cmd(work), env, stage,
-                                              {"teacher": "fold 1: training", "student": "fold 0: training against"}.get(stage, "started"))
+                                              {"teacher": "fold 1: training", "student": "fold all: training against"}.get(stage, "started"))
         if stage == "teacher":  # cpu-demo trains both folds at once: fold 1 starts before fold 0 has finished
             teacher_lines = output[output.index("] teacher"):]
             assert "fold 1: training (2 folds at a time, 1 thread(s) each)" in teacher_lines and "done in" not in teacher_lines
@@ -85,9 +85,10 @@ def test_demo_run_survives_sigkill_in_every_stage(nnunet_env, tmp_path):
         assert set(summary["scores"][role]) == ORGANS
     assert summary["pseudo_labels"]["finished"] == 2
     assert (out / "iou_per_organ.png").stat().st_size > 0 and (out / "overlays.png").stat().st_size > 0
-    resolved = json.loads(next((work / "nnUNet_results").glob("Dataset*Student/KDTrainer__*/fold_0/"
+    resolved = json.loads(next((work / "nnUNet_results").glob("Dataset*Student/KDTrainer__*/fold_all/"
                                                              "nnunet_medaka_resolved_config.json")).read_text())
-    assert resolved["trainer"] == "KDTrainer" and resolved["config"]["teacher_folds"] == [0]
+    # the student learns from every case it may use (fold all) against the teacher's fold ensemble
+    assert resolved["trainer"] == "KDTrainer" and resolved["config"]["teacher_folds"] == [0, 1]
 
     # a finished run is not redone; a changed setting redoes its stage and those below it (shown by --dry-run)
     again = run_checked(demo_cmd(work), env, timeout=600)

@@ -213,7 +213,7 @@ def test_experiment_report_renders_in_headless_chromium(chromium, tmp_path):
     text = " ".join(dom.text)
     html = page.read_text()
     assert "Fraction 1, seed 0" in text and "Fraction 0.5, seed 0" in text and "swim <bladder> & co" in text
-    assert "(a) Does the full method (pseudo-qc-kd) beat its teacher by more than the noise?" in text
+    assert "(a) Does the full method (pseudo-qc-kd) beat the stronger fair baseline (teacher) by more than the noise?" in text
     assert "Fraction 0.5, seed 0: pseudo-labels: no pseudolabels folder yet" in text  # said, not hidden
     assert html.index("Fraction 1, seed 0</h2>") < html.index("fish&amp;01") < html.index("Fraction 0.5, seed 0</h2>")
     assert "pseudo-qc-kd" in text and "+0.020" in text  # the row and its difference to the teacher
