@@ -200,7 +200,8 @@ def test_qc_train_names_the_teachers_the_dataset_has(env, monkeypatch):
     with pytest.raises(MedakaError, match=r"for every fold \(FOLD = 0 1\)"):
         find_teacher_cv("970", "2d")
     (Path(env["nnUNet_results"]) / "Dataset970_Q" / "SupervisedTrainer__nnUNetPlansQuick__2d").mkdir(parents=True)
-    with pytest.raises(MedakaError, match=r"this dataset has SupervisedTrainer__nnUNetPlansQuick__2d: pass its trainer"):
+    with pytest.raises(MedakaError, match=r"FOLD = 0 1\), or pass the trainer \(-tr\) and plans \(-p\) of a teacher this "
+                                          r"dataset has: SupervisedTrainer__nnUNetPlansQuick__2d"):
         find_teacher_cv("970", "2d")
 
 
@@ -236,3 +237,16 @@ def test_an_organ_without_voxels_is_warned_about(tmp_path, caplog):
         convert_microct(phantoms["root"], dataset_id=974, dataset_name="EmptyHeart", organs=phantoms["organs_file"],
                         out_dir=tmp_path / "raw")
     assert f"organ heart has no voxels ({mask})" in caplog.text
+
+
+def test_export_plain_names_a_truncated_checkpoint(trained_teacher, tmp_path, nnunet_env):
+    """A truncated checkpoint_final.pth is named with the fix, instead of torch's traceback; nothing is exported."""
+    import shutil
+
+    model = tmp_path / "SupervisedTrainer__copy"
+    shutil.copytree(trained_teacher, model)
+    checkpoint = model / "fold_0" / "checkpoint_final.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    out = tmp_path / "plain"
+    one_error(cli(["export-plain", model, out], nnunet_env), str(checkpoint), "truncated or corrupt")
+    assert not out.exists()

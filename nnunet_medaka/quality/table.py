@@ -98,9 +98,10 @@ def find_teacher_cv(dataset: str, configuration: str, trainer: str = "Supervised
         others = sorted(p.name for p in model_folder.parent.glob(f"*__*__{configuration}") if p.is_dir())
         split = preprocessed / "splits_final.json"
         n = len(read_json(split, expect=list)) if split.is_file() else 5
-        raise MedakaError(f"{model_folder}: no cross-validation outputs of this teacher; " + (
-            f"this dataset has {', '.join(others)}: pass its trainer (-tr) and plans (-p)" if others else
-            f"run `{train_cmd}` for every fold (FOLD = {' '.join(map(str, range(n)))})"))
+        raise MedakaError(f"{model_folder}: no cross-validation outputs of this teacher; run `{train_cmd}` for every "
+                          f"fold (FOLD = {' '.join(map(str, range(n)))})" + (
+                              f", or pass the trainer (-tr) and plans (-p) of a teacher this dataset has: "
+                              f"{', '.join(others)}" if others else ""))
     splits = read_json(preprocessed / "splits_final.json", what="the cross-validation split", expect=list,
                        fix=f"the cross-validation has not been run; run `{train_cmd}` for every fold")
     if not isinstance(splits, list) or not splits:

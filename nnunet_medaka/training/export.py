@@ -86,8 +86,10 @@ def export_plain(model_folder, out_folder) -> dict:
             try:
                 ckpt = torch.load(path, map_location="cpu", weights_only=False)
             except Exception as e:  # a truncated or foreign file: say which one
-                raise MedakaError(f"{path}: cannot be loaded as an nnU-Net checkpoint ({type(e).__name__}: {e}); "
-                                  "the file is truncated or corrupt: copy it again or finish that training") from None
+                first = (str(e).splitlines() or [""])[0]
+                raise MedakaError(f"{source / path.relative_to(out)}: cannot be loaded as an nnU-Net checkpoint "
+                                  f"({type(e).__name__}: {first}); the file is truncated or corrupt: copy it again "
+                                  "or finish that training") from None
             configuration = ckpt["init_args"]["configuration"]
             if configuration not in networks:
                 cm = pm.get_configuration(configuration)
