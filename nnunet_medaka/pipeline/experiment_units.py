@@ -180,9 +180,6 @@ class UnitGraph:
         name = self.dataset_name(key)
         return tuple(Path(self.env[v]) / name for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"))
 
-    def unit_dir(self, u: str) -> Path:
-        return self.layout.unit(u).folder
-
     def unit(self, u: str) -> Unit:
         return Unit(raw=self.folders(u)[0], dataset_id=self.ids[u], settings=self.settings, seed=parse_unit_key(u)[1],
                     device=self.device, env=self.env, folders=self.layout.unit(u), logs=self.layout.logs,

@@ -111,12 +111,15 @@ def train_step(unit: Unit, model: Model, folds: Sequence, *, role: str, npz: boo
     extra = ["--npz"] if npz else []
     config = unit.roots["nnUNet_preprocessed"] / model.results.name / "nnunet_medaka.json"
 
+    def teacher_folds(fold) -> list:  # fold k distils from teacher fold k (leak-free), fold all from the ensemble
+        return unit.folds if fold == "all" else [fold]
+
     def own(fold, n_threads: Optional[int]) -> list:
         keys = [("cpu_threads", n_threads)] if n_threads is not None or not private_configs else []
         if fold == "all":  # its validation cases would be its training cases
             keys.append(("final_validation", False))
-        if kd:  # fold k distils from teacher fold k (leak-free), fold all from the fold ensemble
-            keys += [("teacher", str(unit.model().folder)), ("teacher_folds", unit.folds if fold == "all" else [fold]),
+        if kd:
+            keys += [("teacher", str(unit.model().folder)), ("teacher_folds", teacher_folds(fold)),
                      ("kd_weight", s["kd_weight"]), ("kd_temperature", s["kd_temperature"])]
         return keys
 
@@ -157,8 +160,7 @@ def train_step(unit: Unit, model: Model, folds: Sequence, *, role: str, npz: boo
                                                  model.plans, "-device", unit.device, *extra, *fresh(f)])
         if kd:
             return [cmd("nnunet-medaka", ["config", "-d", model.dataset_id, "--set=teacher_folds=["
-                                          + ",".join(map(str, unit.folds if f == "all" else [f])) + "]"]) + " && "
-                    + train(f) for f in folds]
+                                          + ",".join(map(str, teacher_folds(f))) + "]"]) + " && " + train(f) for f in folds]
         return [train(f) for f in folds]
 
     return Step(commands, run, reset=lambda: remove(*(model.folder / f"fold_{f}" for f in folds)))
