@@ -243,7 +243,7 @@ def run_pipeline(
                                                      "pseudo", "ignore", "train_command"))),
         "student": ({"folds": settings["student_folds"], "init": settings["student_init"]},
                     train_step(unit, student, settings["student_folds"], role="student", fresh=init)),
-        "evaluate": ({"test": files_fingerprint([raw / "imagesTs", raw / "labelsTs"])},
+        "evaluate": ({"test": files_fingerprint([raw / "imagesTs", raw / "labelsTs"]), "teacher_folds": unit.folds},
                      _evaluate_both(unit, student, layout, raw, dataset_json)),
     }
     nodes = [Node(name, steps[name][0], list(RUN_STAGES[:i]), steps[name][1]) for i, name in enumerate(RUN_STAGES)]
