@@ -7,7 +7,6 @@ uint8 images next to float32 ones, and macOS ``._CASE.nii.gz`` resource files (s
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.files import read_json
 from nnunet_medaka.conversion.organs import OrganList
 from nnunet_medaka.conversion.raw_dataset import case_id_from_name
 
@@ -40,13 +40,7 @@ def read_msd_json(source: Path) -> Optional[dict]:
     path = source / "dataset.json"
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise MedakaError(f"{path}: cannot be read as JSON ({e}); fix or remove it") from None
-    if not isinstance(data, dict):
-        raise MedakaError(f"{path}: expected a JSON object")
-    return data
+    return read_json(path, what="the MSD dataset.json", fix="fix or remove it")
 
 
 def _index(folder: Path, problems: list, others: Optional[dict] = None) -> dict:

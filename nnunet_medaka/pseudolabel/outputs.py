@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Optional
 
-from nnunet_medaka.files import write_json_atomic
+from nnunet_medaka.files import read_json, write_json_atomic
 from nnunet_medaka.errors import MedakaError
 
 __all__ = ["FAILED_FILE", "SETTINGS_FILE", "SUMMARY_FILE", "TABLE_COLUMNS", "TABLE_FILE", "finished_cases",
@@ -43,10 +43,7 @@ def read_settings(output: Path) -> dict:
     path = Path(output) / SETTINGS_FILE
     if not path.is_file():
         raise MedakaError(f"{output}: no {SETTINGS_FILE}; not a pseudolabel output folder (run `nnunet-medaka pseudolabel`)")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise MedakaError(f"{path}: not valid JSON ({e})") from None
+    return read_json(path, what="the pseudo-label settings", fix="run the pseudolabel command again with --overwrite")
 
 
 def write_record(output: Path, record: dict) -> None:
