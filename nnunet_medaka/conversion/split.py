@@ -31,7 +31,7 @@ from nnunet_medaka.errors import MedakaError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["split_dataset"]
+__all__ = ["split_dataset", "split_layout"]
 
 
 def _place(source: Path, target: Path, link: bool) -> bool:
@@ -219,6 +219,42 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(path)
     return 0
+
+
+def split_layout(dataset: str) -> tuple[Path, int, dict]:
+    """The raw dataset folder of ``dataset`` (id or ``DatasetXXX_Name`` in ``$nnUNet_raw``), its id and
+    dataset.json, checked for the layout this command writes (labeled, unlabeled pool, test cases), which ``run``
+    and ``experiment`` read.
+
+    Raises
+    ------
+    MedakaError
+        Naming the missing folder or file and the command that makes it.
+    """
+    from nnunet_medaka.environment import nnunet_folder
+    from nnunet_medaka.files import read_json
+
+    raw_root = nnunet_folder("nnUNet_raw")
+    if str(dataset).isdigit():
+        matches = sorted(raw_root.glob(f"Dataset{int(dataset):03d}_*"))
+    else:
+        matches = [raw_root / str(dataset)] if (raw_root / str(dataset)).is_dir() else []
+    if len(matches) != 1:
+        raise MedakaError(f"dataset {dataset!r}: {'no' if not matches else 'several'} matching folder(s) in "
+                          f"nnUNet_raw={raw_root}; convert it first (`nnunet-medaka convert` then `nnunet-medaka split`)")
+    raw = matches[0]
+    dataset_json = read_json(raw / "dataset.json", what="the dataset's description",
+                             fix="make the dataset with `nnunet-medaka convert`")
+    problems = []
+    unlabeled = raw / dataset_json.get("unlabeled_images", "imagesUnlabeled")
+    for folder, what in ((raw / "imagesTr", "labeled images"), (raw / "labelsTr", "labels"),
+                         (unlabeled, "unlabeled images (the pool for pseudo-labels)"),
+                         (raw / "imagesTs", "test images"), (raw / "labelsTs", "test labels")):
+        if not folder.is_dir() or not any(folder.iterdir()):
+            problems.append(f"{folder}: no {what}")
+    if problems:
+        raise MedakaError("; ".join(problems) + ". `nnunet-medaka split SOURCE --labeled K --test N` writes this layout")
+    return raw, int(raw.name[7:10]), dataset_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -183,7 +183,7 @@ def run_experiment(
         Before anything is written, for a bad dataset layout, unknown rows or settings, fractions too small for
         ``cv_folds``, or an ``out`` folder that is not this dataset's experiment.
     """
-    from nnunet_medaka.pipeline.run import raw_dataset
+    from nnunet_medaka.conversion.split import split_layout
     from nnunet_medaka.training.presets import resolve_settings
     from nnunet_medaka.training.stock import stock_environ
 
@@ -193,7 +193,7 @@ def run_experiment(
     rows = list(ROWS) if rows is None else list(rows)
     fractions = [float(f) if isinstance(f, (int, float)) and not isinstance(f, bool) else f for f in fractions]
     seeds = list(seeds)
-    raw, dataset_id, dataset_json = raw_dataset(dataset)
+    raw, dataset_id, dataset_json = split_layout(dataset)
     n_labeled = sum(1 for p in (raw / "labelsTr").iterdir() if p.name.endswith(dataset_json["file_ending"]))
     problems = _check_choices(rows, fractions, seeds, settings, n_labeled)
     if seed is not None:

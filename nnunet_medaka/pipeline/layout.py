@@ -5,7 +5,7 @@ A run folder (``nnunet-medaka run --out``)::
     run_settings.json  run_state.json  student_dataset.json   settings, resume state, the student dataset's id
     logs/                          one log per stock command
     quality/ pseudolabels/         the quality classifier; the pseudo-labels of the unlabeled pool
-    predictions/<role>/            the test-set predictions of the teacher and of the student, with summary.json
+    predictions/<role>/            the test-set predictions of teacher, supervised baseline and student, summary.json
     results.json results.md iou_per_organ.png overlays.png
 
 An experiment folder (``nnunet-medaka experiment --out``)::

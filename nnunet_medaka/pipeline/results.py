@@ -9,7 +9,7 @@ from typing import Mapping, Optional
 from nnunet_medaka.files import read_json, write_json_atomic, write_text_atomic
 from nnunet_medaka.pipeline.layout import RunLayout
 
-__all__ = ["RESULTS_FILE", "print_run_summary", "run_summary_text", "write_run_results"]
+__all__ = ["RESULTS_FILE", "print_run_summary", "run_summary_text", "stronger_baseline", "write_run_results"]
 
 RESULTS_FILE = RunLayout.RESULTS
 
@@ -37,44 +37,59 @@ def write_run_results(layout: RunLayout, scores: Mapping, *, raw: Path, file_end
     out, pseudo_dir, quality_dir = layout.folder, layout.pseudolabels, layout.quality
     pseudo = _read_json(pseudo_dir / "pseudolabel_summary.json")
     quality = _quality_summary(quality_dir)
-    n_test = sum(1 for p in (raw / "labelsTs").iterdir() if p.name.endswith(file_ending))
-    title = f"IoU on {n_test} held-out test cases ({raw.name})"
+    count = lambda folder: sum(1 for p in (raw / folder).iterdir() if p.name.endswith(file_ending))
+    title = f"IoU on {count('labelsTs')} held-out test cases ({raw.name})"
     plot = plot_comparison(scores, layout.plot, title=title)
     overlays = write_overlays(layout.overlays, raw / "imagesTs", raw / "labelsTs",
                               {role: layout.predictions(role) for role in scores}, file_ending, labels)
-    delta = scores["student"]["mean"]["IoU"] - scores["teacher"]["mean"]["IoU"]
+    baseline = stronger_baseline(scores)
+    delta = scores["student"]["mean"]["IoU"] - scores[baseline]["mean"]["IoU"]
     results = {
-        "dataset": raw.name, "preset": settings["preset"], "scores": scores,
-        "student_minus_teacher_mean_iou": round(delta, 4), "student_init": settings.get("student_init", "random"),
+        "dataset": raw.name, "preset": settings["preset"], "scores": scores, "baseline": baseline,
+        "student_minus_baseline_mean_iou": round(delta, 4), "student_init": settings.get("student_init", "random"),
+        "cv_folds": settings["cv_folds"], "n_labeled": count("labelsTr"),
         "pseudo_labels": pseudo, "quality_classifier": quality,
         "paths": {"run": str(out), "plot": str(plot), "overlays": str(overlays), "logs": str(out / "logs"),
                   "predictions": str(out / "predictions"), "pseudo_labels": str(pseudo_dir),
                   "quality": str(quality_dir), "raw": str(raw), "models": {k: str(v) for k, v in models.items()}},
     }
     write_json_atomic(layout.results, results)
-    write_text_atomic(layout.markdown, run_summary_text(results, table=comparison_table(scores)) + "\n")
+    write_text_atomic(layout.markdown, run_summary_text(results, table=comparison_table(scores, baseline)) + "\n")
     return {"results": str(layout.results), "markdown": str(layout.markdown), "plot": str(plot),
             "overlays": str(overlays)}
+
+
+def stronger_baseline(scores: Mapping) -> str:
+    """The baseline a student must beat: of the teacher's fold ensemble and the supervised model on every labeled
+    case (when the run has one), the one with the higher mean IoU."""
+    return max((r for r in ("teacher", "supervised") if r in scores), key=lambda r: scores[r]["mean"]["IoU"])
 
 
 def run_summary_text(results: Mapping, *, table: Optional[str] = None) -> str:
     """The summary a person reads: the answer first, then the table, the filter, the classifier and the paths."""
     from nnunet_medaka.training.evaluation import comparison_table
 
-    delta = results["student_minus_teacher_mean_iou"]
+    scores = results["scores"]
+    baseline = results.get("baseline") or stronger_baseline(scores)  # run folders of earlier versions lack it
+    delta = scores["student"]["mean"]["IoU"] - scores[baseline]["mean"]["IoU"]
     # judged at the printed precision: a +0.0001 difference reads as "the same as", not "higher than"
     verdict = "higher than" if delta >= 0.0005 else "the same as" if delta > -0.0005 else "lower than"
+    iou = lambda role: f"{scores[role]['mean']['IoU']:.3f}"
+    names = {"teacher": f"the teacher (the ensemble of its {results.get('cv_folds', 'CV')} folds)",
+             "supervised": f"the supervised baseline (one model on all {results.get('n_labeled', 'the')} labeled cases)"}
+    init = {"teacher": "from teacher fold 0's weights (`student_init=teacher`)"}.get(results.get("student_init"),
+                                                                                     "from random weights")
     lines = [f"# Run on {results['dataset']} (preset {results['preset']})", "",
-             f"Mean IoU over organs on the held-out test cases: teacher "
-             f"{results['scores']['teacher']['mean']['IoU']:.3f}, KD student "
-             f"{results['scores']['student']['mean']['IoU']:.3f}: the student is {verdict} its teacher "
-             f"(Δ {delta:+.3f}) in this single run. One run at one seed is no evidence either way when the difference "
+             f"Mean IoU over organs on the held-out test cases: teacher {iou('teacher')}"
+             + (f", supervised {iou('supervised')}" if "supervised" in scores else "")
+             + f", KD student {iou('student')}: the student is {verdict} the stronger baseline, {names[baseline]} "
+             f"(Δ {delta:+.3f}), in this single run. One run at one seed is no evidence either way when the difference "
              "is within the run-to-run spread; `nnunet-medaka experiment --seeds` measures that."
-             + (" The student started from its teacher's weights (`student_init=teacher`), so it trained for the "
-                "teacher's schedule and then its own: a gain over the teacher is not a KD effect by itself "
-                "(`--set student_init=random` for equal schedules)." if results.get("student_init") == "teacher" else ""),
+             + (f" The student and the supervised baseline both started {init} and trained the same schedule on "
+                "the same labeled cases, the student with the accepted pseudo-labels and KD as well: equal training "
+                "budgets, so their difference is what the unlabeled scans added." if "supervised" in scores else ""),
              "", "```",
-             table or comparison_table(results["scores"]), "```"]
+             table or comparison_table(scores, baseline), "```"]
     pseudo = results.get("pseudo_labels")
     if pseudo:
         lines += ["", f"Pseudo-labels: {pseudo['finished']} unlabeled cases, acceptance `{pseudo['acceptance']}`: "

@@ -9,8 +9,11 @@ to a trained and evaluated KD student. Stages, each logged with the stock comman
 3. ``quality``: the quality classifier learned from the out-of-fold predictions (``nnunet-medaka qc train``);
 4. ``pseudolabel``: the teacher's fold ensemble on the unlabeled scans, scored and filtered (``pseudolabel``);
 5. ``student-dataset``: labeled + accepted pseudo-labeled cases on the teacher's plans (``build-student``);
-6. ``student``: ``nnUNetv2_train -tr KDTrainer`` against the frozen teacher of the same fold (leak-free);
-7. ``evaluate``: ``nnUNetv2_predict`` + ``nnUNetv2_evaluate_folder`` for teacher and student on the test cases.
+6. ``student``: ``nnUNetv2_train -tr KDTrainer`` against the frozen teacher ensemble (fold ``all``; fold k against
+   teacher fold k), and beside it the ``supervised`` baseline: ``nnUNetv2_train -tr SupervisedTrainer`` fold ``all``
+   on the labeled cases alone, from the same initial weights for the same schedule (an equal training budget);
+7. ``evaluate``: ``nnUNetv2_predict`` + ``nnUNetv2_evaluate_folder`` on the test cases for the teacher (the ensemble
+   of its folds, as a user deploys it), the supervised baseline and the student.
 
 The run folder holds ``run_state.json`` (see `nnunet_medaka.pipeline.engine`): a run killed anywhere continues
 where it stopped, a finished stage is never redone, a stage whose inputs changed is redone and says why.
@@ -28,42 +31,17 @@ from typing import Callable, Optional
 from nnunet_medaka.config import parse_set
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.files import claim_folder, files_fingerprint, read_json, remove, resolve_device, write_json_atomic
+from nnunet_medaka.conversion.split import split_layout
 from nnunet_medaka.pipeline.engine import Node, RunState, Step, print_events, run_graph
 from nnunet_medaka.pipeline.layout import RUN_STAGES, RunLayout
 from nnunet_medaka.pipeline.steps import Unit, build_student_step, evaluate_step, pseudolabel_step, quality_step, train_step
-from nnunet_medaka.training.estimate import describe
+from nnunet_medaka.training.estimate import describe, disk_estimate
 from nnunet_medaka.training.presets import RUN_DEFAULTS, resolve_settings
 from nnunet_medaka.training.stock import (
     STUDENT_TRAINER, cmd, plan_args, stock_environ, threads_per_training, write_cv_splits,
 )
 
-__all__ = ["raw_dataset", "run_pipeline"]
-
-def raw_dataset(dataset: str) -> tuple[Path, int, dict]:
-    """The raw dataset folder, its id and dataset.json, checked for everything ``run`` and ``experiment`` need."""
-    from nnunet_medaka.environment import nnunet_folder
-
-    raw_root = nnunet_folder("nnUNet_raw")
-    if str(dataset).isdigit():
-        matches = sorted(raw_root.glob(f"Dataset{int(dataset):03d}_*"))
-    else:
-        matches = [raw_root / str(dataset)] if (raw_root / str(dataset)).is_dir() else []
-    if len(matches) != 1:
-        raise MedakaError(f"dataset {dataset!r}: {'no' if not matches else 'several'} matching folder(s) in "
-                          f"nnUNet_raw={raw_root}; convert it first (`nnunet-medaka convert` then `nnunet-medaka split`)")
-    raw = matches[0]
-    dataset_json = read_json(raw / "dataset.json", what="the dataset's description",
-                             fix="make the dataset with `nnunet-medaka convert`")
-    problems = []
-    unlabeled = raw / dataset_json.get("unlabeled_images", "imagesUnlabeled")
-    for folder, what in ((raw / "imagesTr", "labeled images"), (raw / "labelsTr", "labels"),
-                         (unlabeled, "unlabeled images (the pool for pseudo-labels)"),
-                         (raw / "imagesTs", "test images"), (raw / "labelsTs", "test labels")):
-        if not folder.is_dir() or not any(folder.iterdir()):
-            problems.append(f"{folder}: no {what}")
-    if problems:
-        raise MedakaError("; ".join(problems) + ". `nnunet-medaka split SOURCE --labeled K --test N` writes this layout")
-    return raw, int(raw.name[7:10]), dataset_json
+__all__ = ["run_pipeline"]
 
 
 def _student_id(layout: RunLayout, raw_root: Path, dataset_id: int) -> int:
@@ -91,14 +69,6 @@ def _claim(layout: RunLayout, settings: dict, student: tuple[int, str], raw_root
         write_json_atomic(layout.student, {"id": student[0], "name": student[1]})
 
 
-def _disk_estimate(raw: Path, unlabeled: Path, settings: dict, n_classes: int) -> int:
-    """Bytes a run writes, roughly: compressed NIfTI expands ~3x to float32 arrays, for the teacher's dataset and
-    again for the student's; ``--npz`` keeps one float32 map per class of every labeled case; checkpoints."""
-    size = lambda folder: sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
-    labeled = size(raw / "imagesTr")
-    return int((labeled + size(unlabeled)) * 3 * 2 + labeled * 3 * n_classes + 50e6 * (settings["cv_folds"] + 2))
-
-
 def _plan_step(unit: Unit, labeled: list) -> Step:
     """Plan and preprocess the dataset, write the preset's network variant, config and cross-validation splits."""
     s = unit.settings
@@ -120,24 +90,33 @@ def _plan_step(unit: Unit, labeled: list) -> Step:
     return Step(lambda: [cmd("nnUNetv2_plan_and_preprocess", plan_args(unit.dataset_id, unit.configuration))], run)
 
 
-def _evaluate_both(unit: Unit, student, layout: RunLayout, raw: Path, dataset_json: dict) -> Step:
-    """Teacher and student on the test cases, side by side (each nnU-Net process spends much of its time starting
-    up), then the run's results files."""
-    s = unit.settings
-    models = {"teacher": unit.model(), "student": student}
-    # the teacher as a user deploys it (the ensemble of its folds, which made the pseudo-labels); the student's folds
-    parts = {role: evaluate_step(unit, m, unit.folds if role == "teacher" else s["student_folds"], role,
-                                 model_placeholder=True) for role, m in models.items()}
+def _side_by_side(steps: dict, workers: int) -> Step:
+    """Independent steps as one, ``workers`` at a time; its outputs are each step's, by name."""
+    def run(say) -> dict:
+        with ThreadPoolExecutor(workers) as pool:
+            futures = {name: pool.submit(step.run, say) for name, step in steps.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+    return Step(lambda: [c for step in steps.values() for c in step.commands()], run,
+                reset=lambda: [step.reset() for step in steps.values() if step.reset])
+
+
+def _evaluate_all(unit: Unit, models: dict, layout: RunLayout, raw: Path, dataset_json: dict) -> Step:
+    """Every model on the test cases, side by side (each nnU-Net process spends much of its time starting up),
+    then the run's results files."""
+    # the teacher as a user deploys it (the ensemble of its folds, which made the pseudo-labels); the others' folds
+    folds = {"teacher": unit.folds, "supervised": ["all"], "student": unit.settings["student_folds"]}
+    parts = {role: evaluate_step(unit, m, folds[role], role, model_placeholder=True) for role, m in models.items()}
 
     def run(say) -> dict:
         from nnunet_medaka.pipeline.results import write_run_results
         from nnunet_medaka.training.evaluation import per_label_scores
 
-        with ThreadPoolExecutor(2) as pool:
+        with ThreadPoolExecutor(len(parts)) as pool:
             futures = {role: pool.submit(work) for role, (_, work) in parts.items()}
         scores = {role: per_label_scores(f.result(), dataset_json["labels"]) for role, f in futures.items()}
         files = write_run_results(layout, scores, raw=raw, file_ending=dataset_json["file_ending"],
-                                  labels=dataset_json["labels"], settings=s,
+                                  labels=dataset_json["labels"], settings=unit.settings,
                                   models={role: m.folder for role, m in models.items()})
         return {"scores": scores, "files": files}
 
@@ -194,7 +173,7 @@ def run_pipeline(
     if not settings["final_validation"]:
         raise MedakaError("final_validation=false: run's quality stage learns from the teacher's final validation "
                           "(its out-of-fold predictions); drop the setting")
-    raw, dataset_id, dataset_json = raw_dataset(dataset)
+    raw, dataset_id, dataset_json = split_layout(dataset)
     device = resolve_device(device)
     layout = RunLayout(Path(out).expanduser().resolve())
     raw_root = nnunet_folder("nnUNet_raw")
@@ -217,6 +196,7 @@ def run_pipeline(
     unit = Unit(raw=raw, dataset_id=dataset_id, settings=settings, seed=settings["seed"], device=device,
                 env=stock_environ(device=device), folders=layout, logs=layout.logs)
     teacher, student = unit.model(), unit.model(STUDENT_TRAINER, (student_id, student_name))
+    models = {"teacher": teacher, "supervised": teacher, "student": student}  # supervised: the teacher's fold all
     unlabeled = raw / dataset_json.get("unlabeled_images", "imagesUnlabeled")
     unlabeled_gt = raw / dataset_json.get("unlabeled_ground_truth", "labelsUnlabeled_gt")
     # nnU-Net transfers every weight but the output layers (seg_layers), which start fresh; fold all starts from
@@ -225,6 +205,8 @@ def run_pipeline(
         if settings["student_init"] == "teacher" else (lambda f: [])
     kd = [*config_assignments(settings), ("seed", settings["seed"]), ("teacher", str(teacher.folder)),
           ("kd_weight", settings["kd_weight"]), ("kd_temperature", settings["kd_temperature"])]
+    # on a CPU the student and its baseline train side by side with half the cores each (as the teacher's folds)
+    side_threads = threads_per_training(settings["cpu_threads"], device, 1 if device == "cuda" else 2)
     plan_keys = ("configuration", "small_plans", "num_epochs", "iterations_per_epoch", "val_iterations_per_epoch",
                  "initial_lr", "mirroring", "seed", "cv_folds")
     steps = {  # name: (inputs, step), in the order of RUN_STAGES
@@ -241,15 +223,20 @@ def run_pipeline(
                             build_student_step(unit, layout.pseudolabels, (student_id, student_name), settings=kd,
                                                keep=("raw", "preprocessed", "plans", "configuration", "labeled",
                                                      "pseudo", "ignore", "train_command"))),
-        "student": ({"folds": settings["student_folds"], "init": settings["student_init"]},
-                    train_step(unit, student, settings["student_folds"], role="student", fresh=init)),
-        "evaluate": ({"test": files_fingerprint([raw / "imagesTs", raw / "labelsTs"]), "teacher_folds": unit.folds},
-                     _evaluate_both(unit, student, layout, raw, dataset_json)),
+        "student": ({"folds": settings["student_folds"], "init": settings["student_init"], "baseline": "supervised"},
+                    _side_by_side({"student": train_step(unit, student, settings["student_folds"], role="student",
+                                                         fresh=init, threads=side_threads),
+                                   "supervised": train_step(unit, teacher, ["all"], role="supervised", fresh=init,
+                                                            threads=side_threads)},
+                                  workers=1 if device == "cuda" else 2)),
+        "evaluate": ({"test": files_fingerprint([raw / "imagesTs", raw / "labelsTs"]), "teacher_folds": unit.folds,
+                      "roles": list(models)},
+                     _evaluate_all(unit, models, layout, raw, dataset_json)),
     }
     nodes = [Node(name, steps[name][0], list(RUN_STAGES[:i]), steps[name][1]) for i, name in enumerate(RUN_STAGES)]
     if dry_run:
         say(f"run of {raw.name} with preset {preset!r} into {layout.folder} (dry run: nothing is executed)")
-        say(f"disk estimate: {_disk_estimate(raw, unlabeled, settings, len(dataset_json['labels'])) / 2**30:.2f} GiB")
+        say(f"disk estimate: {disk_estimate(raw, unlabeled, settings, len(dataset_json['labels'])) / 2**30:.2f} GiB")
     if device == "cpu":  # the time of one training, measured before any work (warned about when over an hour)
         for line in describe(settings, raw, dataset_json, dry_run=dry_run,
                              threads=threads_per_training(settings["cpu_threads"], device, settings["parallel_folds"])):

@@ -240,7 +240,8 @@ def collect_run(run_dir: Path) -> dict:
     models = {}
     recorded_models = paths.get("models") or {}
     for role, stage in (("teacher", "teacher"), ("student", "student")):
-        recorded = recorded_models.get(role) or outputs.get(stage, {}).get("model")
+        stage_outputs = outputs.get(stage, {})  # the student stage records the student and its baseline by name
+        recorded = recorded_models.get(role) or stage_outputs.get("model") or stage_outputs.get(role, {}).get("model")
         folder = Path(recorded) if recorded else None
         if folder is None or not folder.is_dir():
             missing.append(f"{role} model folder not found" + (f" ({recorded})" if recorded else ""))

@@ -97,21 +97,27 @@ def results_section(run: Mapping, links: Mapping[str, str]) -> str:
     parts = ['<h2 id="results">1. Results on the held-out test cases</h2>']
     scores = run["scores"]
     if scores:
-        teacher, student = scores.get("teacher", {}), scores.get("student", {})
-        organs = [o for o in {**teacher, **student} if o != "mean"] + ["mean"]
+        from nnunet_medaka.pipeline.results import stronger_baseline
+
+        baseline = stronger_baseline(scores) if "teacher" in scores else None
+        roles = [r for r in ("teacher", "supervised", "student") if r in scores]
+        base, student = scores.get(baseline, {}), scores.get("student", {})
+        organs = [o for o in {**base, **student} if o != "mean"] + ["mean"]
         rows = []
         for organ in organs:
-            t, s = teacher.get(organ, {}), student.get(organ, {})
+            b, s = base.get(organ, {}), student.get(organ, {})
             rows.append([f"<b>{esc(organ)}</b>" if organ == "mean" else esc(organ),
-                         fmt(t.get("Dice")), fmt(s.get("Dice")), delta_span(t.get("Dice"), s.get("Dice")),
-                         fmt(t.get("IoU")), fmt(s.get("IoU")), delta_span(t.get("IoU"), s.get("IoU"))])
-        parts.append(html_table(["organ", "Dice teacher", "Dice student", "Δ Dice", "IoU teacher", "IoU student",
-                             "Δ IoU"], rows))
-        parts.append('<p class="note">Δ = student − teacher; green: the student is higher. One run at one seed: a '
+                         *[fmt(scores[r].get(organ, {}).get("Dice")) for r in roles], delta_span(b.get("Dice"), s.get("Dice")),
+                         *[fmt(scores[r].get(organ, {}).get("IoU")) for r in roles], delta_span(b.get("IoU"), s.get("IoU"))])
+        parts.append(html_table(["organ", *[f"Dice {r}" for r in roles], "Δ Dice", *[f"IoU {r}" for r in roles],
+                                 "Δ IoU"], rows))
+        parts.append(f'<p class="note">Δ = student − {esc(baseline)}, the stronger baseline (teacher: the ensemble of '
+                     "its cross-validation folds; supervised: one model on every labeled case, same initial weights "
+                     "and schedule as the student); green: the student is higher. One run at one seed: a "
                      "difference within the run-to-run spread is no evidence either way.</p>")
     else:
         parts.append('<p class="missing">No test scores yet: the run\'s evaluate stage has not finished.</p>')
-    figures = [html_figure(links[k], c) for k, c in (("iou_per_organ.png", "IoU per organ, teacher vs student"),
+    figures = [html_figure(links[k], c) for k, c in (("iou_per_organ.png", "IoU per organ, baselines and student"),
                                                   ("overlays.png", "test cases: ground truth and predictions"))
                if k in links]
     if figures:

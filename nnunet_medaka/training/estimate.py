@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-__all__ = ["describe", "estimate_training", "estimate_warning", "format_estimate"]
+__all__ = ["describe", "disk_estimate", "estimate_training", "estimate_warning", "format_estimate"]
 
 # nnU-Net's default feature ladders when a preset keeps nnU-Net's own plans
 _DEFAULT_FEATURES = {"2d": (32, 64, 128, 256, 512, 512, 512), "3d": (32, 64, 128, 256, 320, 320)}
@@ -120,3 +120,12 @@ def describe(settings: dict, raw: Path, dataset_json: dict, *, threads: Optional
     estimate = estimate_training(settings, raw, dataset_json, threads=threads)
     warning = estimate_warning(estimate)
     return [*([format_estimate(estimate)] if dry_run else []), *([warning] if warning else [])]
+
+
+def disk_estimate(raw: Path, unlabeled: Path, settings: dict, n_classes: int) -> int:
+    """Bytes a ``run`` of ``settings`` on ``raw`` writes, roughly: compressed NIfTI expands ~3x to float32 arrays,
+    for the teacher's dataset and again for the student's; ``--npz`` keeps one float32 map per class of every
+    labeled case; a checkpoint per teacher fold, the supervised baseline and the student."""
+    size = lambda folder: sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+    labeled = size(raw / "imagesTr")
+    return int((labeled + size(unlabeled)) * 3 * 2 + labeled * 3 * n_classes + 50e6 * (settings["cv_folds"] + 3))

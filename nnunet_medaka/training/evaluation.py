@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 from nnunet_medaka.errors import MedakaError
 
@@ -41,18 +41,20 @@ def per_label_scores(summary_file: os.PathLike | str, labels: Mapping[str, int])
     return scores
 
 
-def comparison_table(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    """Plain-text table, one row per organ, Dice and IoU columns per model (e.g. teacher, student)."""
+def comparison_table(results: Mapping[str, Mapping[str, Mapping[str, float]]], baseline: Optional[str] = None) -> str:
+    """Plain-text table, one row per organ, Dice and IoU columns per model (e.g. teacher, student), and the last
+    model's IoU minus ``baseline``'s (default: the first model's when there are two)."""
     models = list(results)
     organs = list(next(iter(results.values())))
+    baseline = baseline or (models[0] if len(models) == 2 else None)
     head = ["organ"] + [f"{m} {metric}" for m in models for metric in ("Dice", "IoU")]
-    if len(models) == 2:
-        head.append("ΔIoU")
+    if baseline:
+        head.append(f"ΔIoU vs {baseline}" if len(models) > 2 else "ΔIoU")
     rows = []
     for organ in organs:
         row = [organ] + [f"{results[m][organ][metric]:.3f}" for m in models for metric in ("Dice", "IoU")]
-        if len(models) == 2:
-            row.append(f"{results[models[1]][organ]['IoU'] - results[models[0]][organ]['IoU']:+.3f}")
+        if baseline:
+            row.append(f"{results[models[-1]][organ]['IoU'] - results[baseline][organ]['IoU']:+.3f}")
         rows.append(row)
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in [head, *rows]]

@@ -235,10 +235,10 @@ def in_env(nnunet_env, monkeypatch):
 
 
 def _graph(dataset: int, out: Path, rows, fractions=(1.0, 0.5), seeds=(0, 1), ids=None) -> UnitGraph:
-    from nnunet_medaka.pipeline.run import raw_dataset
+    from nnunet_medaka.conversion.split import split_layout
     from nnunet_medaka.training.presets import resolve_settings
 
-    raw, _, ds = raw_dataset(str(dataset))
+    raw, _, ds = split_layout(str(dataset))
     settings = resolve_settings("cpu-demo", {"cv_folds": 2})
     graph = UnitGraph(raw=raw, dataset_json=ds, out=out, settings=settings, rows=list(rows), fractions=list(fractions),
                       seeds=list(seeds), ids={}, device="cpu", env={})

@@ -81,8 +81,23 @@ def test_demo_run_survives_sigkill_in_every_stage(nnunet_env, tmp_path):
 
     summary = json.loads((work / "demo_summary.json").read_text())
     assert summary["data"].startswith("synthetic")
-    for role in ("teacher", "student"):
+    for role in ("teacher", "supervised", "student"):
         assert set(summary["scores"][role]) == ORGANS
+    assert summary["baseline"] in ("teacher", "supervised")
+    assert summary["student_minus_baseline_mean_iou"] == pytest.approx(
+        summary["scores"]["student"]["mean"]["IoU"] - summary["scores"][summary["baseline"]]["mean"]["IoU"], abs=1e-4)
+    # scored as deployed: the teacher as its 2-fold ensemble, the supervised baseline and the student as fold all
+    for role, folds in (("teacher", "0 1"), ("supervised", "all"), ("student", "all")):
+        command = (out / "logs" / f"predict_{role}.log").read_text().splitlines()[0]
+        assert f" -f {folds} -device" in command, command
+    # the baseline of equal budget: labeled cases only, from teacher fold 0's weights (cpu-demo: student_init
+    # teacher), the same schedule as the student
+    baseline_log = next((work / "nnUNet_results" / "Dataset802_MedakaPhantomFewLabels").glob(
+        "SupervisedTrainer__*/fold_all/training_log_*.txt")).read_text()
+    student_log = next((work / "nnUNet_results").glob("Dataset*Student/KDTrainer__*/fold_all/training_log_*.txt")).read_text()
+    assert baseline_log.count("Epoch time") == student_log.count("Epoch time") == TINY_RUN["num_epochs"]
+    assert (f"nnUNetv2_train 802 3d_fullres all -tr SupervisedTrainer -p nnUNetPlansSmall -device cpu -pretrained_weights "
+            f"{teacher_fold0}") in outputs["student"]
     assert summary["pseudo_labels"]["finished"] == 2
     assert (out / "iou_per_organ.png").stat().st_size > 0 and (out / "overlays.png").stat().st_size > 0
     resolved = json.loads(next((work / "nnUNet_results").glob("Dataset*Student/KDTrainer__*/fold_all/"
@@ -161,16 +176,25 @@ def test_parallel_folds_setting_is_checked_and_shares_out_the_cores(monkeypatch)
     assert threads_per_training(3, "cpu", 2) == 3  # an explicit setting wins
 
 
-def test_summary_says_a_teacher_initialised_student_had_the_longer_schedule():
+def test_summary_compares_the_student_with_the_stronger_baseline_of_equal_budget():
     from nnunet_medaka.pipeline.results import run_summary_text
 
-    scores = {role: {"mean": {"IoU": iou}} for role, iou in (("teacher", 0.60), ("student", 0.65))}
-    results = {"dataset": "Dataset932_RunTiny", "preset": "quick", "scores": scores,
-               "student_minus_teacher_mean_iou": 0.05, "pseudo_labels": None, "quality_classifier": None,
-               "paths": {k: k for k in ("plot", "overlays", "logs", "pseudo_labels", "quality")}}
-    text = run_summary_text(dict(results, student_init="teacher"), table="(table)")
-    assert "the student is higher than its teacher (Δ +0.050)" in text
-    assert "started from its teacher's weights (`student_init=teacher`)" in text and "not a KD effect" in text
-    for init in ("random", None):  # results.json of earlier runs have no student_init
-        text = run_summary_text(dict(results, student_init=init) if init else results, table="(table)")
-        assert "student_init=teacher" not in text
+    def summary(ious: dict, **extra) -> str:
+        scores = {role: {"mean": {"IoU": iou}} for role, iou in ious.items()}
+        results = {"dataset": "Dataset932_RunTiny", "preset": "quick", "scores": scores, "pseudo_labels": None,
+                   "quality_classifier": None, "cv_folds": 2, "n_labeled": 10,
+                   "paths": {k: k for k in ("plot", "overlays", "logs", "pseudo_labels", "quality")}, **extra}
+        return run_summary_text(results, table="(table)")
+
+    # the supervised model beats the teacher ensemble here, so the student is measured against it
+    text = summary({"teacher": 0.60, "supervised": 0.66, "student": 0.65}, baseline="supervised",
+                   student_init="teacher")
+    assert "teacher 0.600, supervised 0.660, KD student 0.650" in text
+    assert "lower than the stronger baseline, the supervised baseline (one model on all 10 labeled cases) (Δ -0.010)" in text
+    assert "both started from teacher fold 0's weights (`student_init=teacher`)" in text and "equal training budgets" in text
+    text = summary({"teacher": 0.62, "supervised": 0.61, "student": 0.65}, student_init="random")
+    assert "higher than the stronger baseline, the teacher (the ensemble of its 2 folds) (Δ +0.030)" in text
+    assert "both started from random weights" in text
+    # results.json of earlier versions: teacher and student only, no baseline key
+    text = summary({"teacher": 0.60, "student": 0.65})
+    assert "higher than the stronger baseline, the teacher" in text and "equal training budgets" not in text
