@@ -11,10 +11,9 @@ import os
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-import numpy as np
-
 from nnunet_medaka.files import read_json, write_json_atomic, write_text_atomic
 from nnunet_medaka.pipeline.layout import ExperimentLayout
+from nnunet_medaka.pseudolabel.signals import judge_signals, signals_table
 from nnunet_medaka.training.comparison import CSV_COLUMNS, compare_rows, summarize_table, verdict
 from nnunet_medaka.training.evaluation import plot_delta_heatmap
 
@@ -149,12 +148,10 @@ def quality_on_unlabeled(pseudolabels: os.PathLike | str, *, tau: float) -> dict
     -------
     dict
         ``n`` (organ predictions with ground truth), ``auroc`` (detecting IoU < tau from P(good)), ``spearman``
-        (predicted vs true IoU), ``cases``, ``cases_for_student``, ``organs_accepted``, ``organs_rejected``, and
-        the mean true IoU of the accepted and of the rejected organs (``iou_accepted``, ``iou_rejected``; None
-        without ground truth or when none was accepted / rejected).
+        (predicted vs true IoU), ``cases``, ``cases_for_student``, ``organs_accepted``, ``organs_rejected``, the
+        mean true IoU of the accepted and of the rejected organs (``iou_accepted``, ``iou_rejected``; None if
+        undefined), and ``signals``: every score judged by the true IoU (`pseudolabel.signals.judge_signals`).
     """
-    from nnunet_medaka.quality.evaluate import method_metrics
-
     folder = Path(pseudolabels)
     summary = read_json(folder / "pseudolabel_summary.json", what="the pseudo-labels' summary")
     out = {"cases": summary["finished"], "cases_for_student": len(summary["cases_for_student"]),
@@ -163,11 +160,10 @@ def quality_on_unlabeled(pseudolabels: os.PathLike | str, *, tau: float) -> dict
            "iou_accepted": summary.get("true_iou", {}).get("accepted_organs_mean"),
            "iou_rejected": summary.get("true_iou", {}).get("rejected_organs_mean")}
     with open(folder / "pseudolabels.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["true_iou"] and r["p_good"]]
-    if rows:
-        m = method_metrics(np.array([float(r["p_good"]) for r in rows]), np.array([float(r["true_iou"]) for r in rows]),
-                           tau, predicted_iou=np.array([float(r["predicted_iou"]) for r in rows]))
-        out.update(n=m["n"], auroc=m["auroc"], spearman=m["spearman"])
+        out["signals"] = judge_signals(list(csv.DictReader(f)), tau)
+    judged = out["signals"]["signals"]
+    if "p_good" in judged:
+        out.update(n=judged["p_good"]["n"], auroc=judged["p_good"]["auroc"], spearman=judged["predicted_iou"]["spearman"])
     return out
 
 
@@ -210,6 +206,10 @@ def _markdown(results: Mapping, answer: list) -> str:
                          f"{q['cases_for_student']}/{q['cases']} | {q['organs_accepted']}/"
                          f"{q['organs_accepted'] + q['organs_rejected']} | {_fmt(q.get('iou_accepted'))} / "
                          f"{_fmt(q.get('iou_rejected'))} | {'n/a' if q.get('all_cases') is None else q['all_cases']} |")
+        for q in (q for q in quality if (q.get("signals") or {}).get("signals")):
+            lines += ["", f"Every score of the pseudo-labels of fraction {q['fraction']:g}, seed {q['seed']}, against their "
+                      "true IoU (higher score = better pseudo-label; AURC: lower is better):", "",
+                      *signals_table(q["signals"], results["settings"]["tau"])]
     lines += ["", f"Per case and organ: `results.csv`; everything above as data: `results.json`; plot: "
               f"`{Path(results['paths']['plot']).name}`; logs: `logs/`; state: `experiment_state.json`."]
     return "\n".join(lines) + "\n"

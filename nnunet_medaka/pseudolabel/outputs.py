@@ -36,7 +36,11 @@ SETTINGS_FILE = "pseudolabel_settings.json"
 TABLE_FILE = "pseudolabels.csv"
 SUMMARY_FILE = "pseudolabel_summary.json"
 FAILED_FILE = "failed_cases.csv"
-TABLE_COLUMNS = ("case", "organ", "label", "voxels", "predicted_iou", "p_good", "decision", "case_decision", "true_iou")
+# the label-free signals (`nnunet_medaka.pseudolabel.signals`) after the quality model's scores; records written
+# before they existed leave their cells empty
+TABLE_COLUMNS = ("case", "organ", "label", "voxels", "predicted_iou", "p_good", "fold_agreement",
+                 "soft_dice_confidence", "mean_max_softmax", "decision", "case_decision", "true_iou")
+_NUMBERS = ("predicted_iou", "p_good", "fold_agreement", "soft_dice_confidence", "mean_max_softmax")
 
 
 def read_settings(output: Path) -> dict:
@@ -102,7 +106,7 @@ def format_table(records: dict) -> str:
         record = records[case]
         for organ in sorted(record["organs"], key=lambda o: o["label"]):
             writer.writerow([case, organ["organ"], organ["label"], organ["voxels"],
-                             *(_fmt(None if organ.get(k) is None else float(organ[k])) for k in ("predicted_iou", "p_good")),
+                             *(_fmt(None if organ.get(k) is None else float(organ[k])) for k in _NUMBERS),
                              organ["decision"], record["case_decision"],
                              _fmt(None if organ.get("true_iou") is None else float(organ["true_iou"]))])
     return buffer.getvalue()

@@ -277,6 +277,7 @@ def _run_cases(t: Teacher, unlabeled, output: Path, todo: list, settings: dict, 
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
     from tqdm import tqdm
 
+    from nnunet_medaka.pseudolabel.signals import SIGNALS, ensemble_logits, organ_signals
     from nnunet_medaka.quality.features import iou
 
     device = _device(device_name)
@@ -334,13 +335,16 @@ def _run_cases(t: Teacher, unlabeled, output: Path, todo: list, settings: dict, 
                 continue
             image, properties, data, truth, t_read = loaded
             t0 = time.perf_counter()
-            logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+            logits, fold_maps = ensemble_logits(predictor, torch.from_numpy(data))
             del data
             t1 = time.perf_counter()
             segmentation, probabilities = convert_predicted_logits_to_segmentation_with_correct_shape(
                 logits, pm, cm, lm, properties, return_probabilities=True)
             del logits
             t2 = time.perf_counter()
+            # label-free signals (records and table; the filter uses the scorer): no extra network pass
+            signals = organ_signals(probabilities, segmentation, {} if lm.has_regions else organs, fold_maps)
+            t_signals = time.perf_counter() - t2
             scores = None if scorer is None else scorer(image, probabilities, list(properties["spacing"]))
             organ_decisions, case_decision = decide(scores, list(organs), settings["acceptance"], settings["threshold"])
             t3 = time.perf_counter()
@@ -367,13 +371,15 @@ def _run_cases(t: Teacher, unlabeled, output: Path, todo: list, settings: dict, 
                     "organ": organ, "label": label, "voxels": int(counts[label]),
                     "predicted_iou": None if scores is None else float(scores[organ]["predicted_iou"]),
                     "p_good": None if scores is None else float(scores[organ]["p_good"]),
+                    **signals.get(organ, dict.fromkeys(SIGNALS)),
                     "decision": organ_decisions[organ],
                     "true_iou": None if truth is None else float(iou(segmentation == label, truth == label)),
                 } for organ, label in organs.items()],
                 "case_decision": case_decision,
                 "ignored_voxels": int(np.count_nonzero(label_map == ignore_label)) if case_decision == "partial" else 0,
                 "seconds": {"read_preprocess": round(t_read, 4), "predict": round(t1 - t0, 4),
-                            "export": round(t2 - t1, 4), "score": round(t3 - t2, 4), "write": round(t4 - t3, 4)},
+                            "export": round(t2 - t1, 4), "signals": round(t_signals, 4),
+                            "score": round(t3 - t2 - t_signals, 4), "write": round(t4 - t3, 4)},
             }
             write_record(output, record)
             processed += 1

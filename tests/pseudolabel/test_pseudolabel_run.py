@@ -65,6 +65,56 @@ def test_label_maps_equal_nnunet_own_prediction(pseudo_none, unlabeled, trained_
     assert mine.GetSpacing() == ref.GetSpacing() and mine.GetOrigin() == ref.GetOrigin()
 
 
+def _two_fold_teacher(trained_teacher: Path, target: Path, noise: float) -> Path:
+    """A copy of the tiny teacher with a fold 1: fold 0's weights, plus Gaussian noise of this size."""
+    import torch
+
+    folder = target / trained_teacher.parent.name / trained_teacher.name
+    shutil.copytree(trained_teacher, folder)
+    (folder / "fold_1").mkdir()
+    checkpoint = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    generator = torch.Generator().manual_seed(0)
+    checkpoint["network_weights"] = {k: v + noise * torch.randn(v.shape, generator=generator) if v.is_floating_point()
+                                     else v for k, v in checkpoint["network_weights"].items()}
+    torch.save(checkpoint, folder / "fold_1" / "checkpoint_final.pth")
+    return folder
+
+
+def test_fold_signals_without_changing_the_ensemble(unlabeled, trained_teacher, nnunet_env, tmp_path):
+    """Each fold's own label map is kept for the agreement signal, while the written pseudo-labels stay equal to
+    nnU-Net's own 2-fold ensemble; identical folds agree perfectly, perturbed ones less."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunet_medaka.pseudolabel.predict import pseudolabel
+
+    images, gt = unlabeled
+    teacher = _two_fold_teacher(trained_teacher, tmp_path / "results", noise=0.05)
+    (tmp_path / "stock").mkdir()
+    with environ(nnunet_env):
+        pseudolabel(teacher, images, tmp_path / "pl", folds=[0, 1], ground_truth=gt, mirroring=False, device="cpu",
+                    progress=False)
+        predictor = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False, device=torch.device("cpu"),
+                                    allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(teacher), [0, 1], "checkpoint_final.pth")
+        predictor.predict_from_files_sequential(str(images), str(tmp_path / "stock"))
+    ours, stock = label_arrays(tmp_path / "pl"), label_arrays(tmp_path, "stock")
+    assert ours.keys() == stock.keys() and all(np.array_equal(ours[k], stock[k]) for k in ours)
+    rows = list(csv.DictReader((tmp_path / "pl" / TABLE_FILE).open()))
+    agreement = [float(r["fold_agreement"]) for r in rows]
+    assert all(0 <= a <= 1 for a in agreement) and min(agreement) < 1  # the noise moved some masks
+    for r in rows:
+        if int(r["voxels"]):
+            assert 0 < float(r["soft_dice_confidence"]) <= 1 and 0 < float(r["mean_max_softmax"]) <= 1
+    record = json.loads((tmp_path / "pl" / "records" / "u_000.json").read_text())
+    assert record["seconds"]["signals"] >= 0
+    same = _two_fold_teacher(trained_teacher, tmp_path / "same", noise=0.0)
+    with environ(nnunet_env):
+        pseudolabel(same, images, tmp_path / "pl_same", folds=[0, 1], mirroring=False, device="cpu", progress=False)
+    rows = list(csv.DictReader((tmp_path / "pl_same" / TABLE_FILE).open()))
+    assert {r["fold_agreement"] for r in rows} == {"1.000000"}
+
+
 class SimulatedKill(BaseException):
     """Stands for kill -9: nothing after it runs, no cleanup (BaseException passes every `except Exception`)."""
 
