@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -51,10 +52,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_HANDLER_PID: Optional[int] = None  # the process that installed `_terminated`
+
+
 def _terminated(signum, frame) -> None:
     """SIGTERM unwinds like Ctrl-C, so every staging folder on the way out is removed (a SIGKILL's are removed
-    by the next run that writes the same target)."""
+    by the next run that writes the same target).
+
+    Processes forked from this one inherit the handler: nnU-Net's own pools (e.g. the one listing a raw dataset's
+    files) end their workers with SIGTERM, and a worker that raised here instead of dying could hold the pool's
+    queue lock and hang the pool's shutdown for ever. Those die as SIGTERM's default would."""
+    if os.getpid() != _HANDLER_PID:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise KeyboardInterrupt
+
+
+def install_sigterm_handler() -> None:
+    """From now on SIGTERM unwinds this process like Ctrl-C (`_terminated`); call it from the main thread."""
+    global _HANDLER_PID
+    _HANDLER_PID = os.getpid()
+    signal.signal(signal.SIGTERM, _terminated)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -68,7 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminated)
+        install_sigterm_handler()
     try:
         return int(args.func(args) or 0)
     except MedakaError as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -129,9 +130,9 @@ def test_build_student_refuses_a_table_case_without_a_record(tmp_path):
 def test_sigterm_inside_a_staged_folder_leaves_nothing(tmp_path):
     """The CLI turns SIGTERM into an unwinding exception, so a staging folder is removed on the way out."""
     code = (f"import os, signal, sys\n"
-            f"from nnunet_medaka.cli import _terminated\n"
+            f"from nnunet_medaka.cli import install_sigterm_handler\n"
             f"from nnunet_medaka.files import staged_folder\n"
-            f"signal.signal(signal.SIGTERM, _terminated)\n"
+            f"install_sigterm_handler()\n"
             f"try:\n"
             f"    with staged_folder({str(tmp_path / 'Dataset966_X')!r}) as s:\n"
             f"        (s / 'half.txt').write_text('x')\n"
@@ -141,6 +142,33 @@ def test_sigterm_inside_a_staged_folder_leaves_nothing(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 130, proc.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_sigterm_ends_forked_workers_as_its_default_does():
+    """nnU-Net's pools fork workers from the plugin's process and end them with SIGTERM at shutdown: a worker that
+    unwound like the parent could die holding the pool's queue lock and hang the shutdown (it hung an experiment's
+    quality stage). Forked processes die by the signal, the parent still unwinds."""
+    code = ("import multiprocessing, os, signal, sys, time\n"
+            "from nnunet_medaka.cli import install_sigterm_handler\n"
+            "install_sigterm_handler()\n"
+            "child = multiprocessing.get_context('fork').Process(target=time.sleep, args=(30,))\n"
+            "child.start()\n"
+            "time.sleep(0.5)\n"
+            "os.kill(child.pid, signal.SIGTERM)\n"
+            "child.join(20)\n"
+            "print(child.exitcode)\n"
+            "for _ in range(5):  # the pool nnU-Net uses to list a dataset's files, ended by terminate() each time\n"
+            "    with multiprocessing.get_context('fork').Pool(4) as pool:\n"
+            "        assert pool.map(abs, range(-8, 0)) == list(range(8, 0, -1))\n"
+            "try:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(5)\n"
+            "except KeyboardInterrupt:\n"
+            "    sys.exit(130)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stdout.split() == [str(-signal.SIGTERM)]
+    assert "KeyboardInterrupt" not in proc.stderr  # no worker unwound
 
 
 def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path):
