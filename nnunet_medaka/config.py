@@ -50,6 +50,9 @@ class MedakaConfig:
     seed: Optional[int] = None  # seeds Python, numpy and torch in the trainer and nnU-Net's data loading; None: unseeded
     initial_lr: float = 1e-2  # nnU-Net's SGD initial learning rate (poly schedule)
     cpu_threads: Optional[int] = None  # torch threads when training on CPU; None: nnU-Net's choice (every core)
+    # share of training samples drawn from the labeled cases of a student dataset (one listing its pseudo-labeled
+    # cases); None: nnU-Net's uniform draw over cases, so the share is the labeled cases' share of the cases
+    labeled_share: Optional[float] = None
     # knowledge distillation (KDTrainer)
     teacher: Optional[str] = None
     teacher_folds: tuple = (0,)
@@ -133,6 +136,15 @@ def _learning_rate(v: Any) -> Optional[str]:
     return None if 0 < v <= 1 else want
 
 
+def _optional_share(v: Any) -> Optional[str]:
+    want = "null or a number > 0 and < 1"
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return want
+    return None if 0 < v < 1 else want
+
+
 def _non_negative_int(v: Any) -> Optional[str]:
     if isinstance(v, bool) or not isinstance(v, int):
         return "an integer"
@@ -155,6 +167,7 @@ _CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "seed": _optional_seed,
     "initial_lr": _learning_rate,
     "cpu_threads": _optional_positive_int,
+    "labeled_share": _optional_share,
     "teacher": _optional_path,
     "teacher_folds": _fold_list,
     "teacher_checkpoint": _non_empty_string,

@@ -393,8 +393,10 @@ class UnitGraph:
             deps = [f"{u}/dataset"] + (teachers if row == "kd-only" else [])
         else:
             deps = [f"{u}/data-{'all' if row == 'pseudo-all' else 'qc'}"] + (teachers if row == "pseudo-qc-kd" else [])
+        share = self.settings["labeled_share"]  # in the inputs only when set: folders made before resume as they were
         inputs = {"trainer": model.trainer, "fold": fold, "device": self.device, "npz": npz,
-                  **({"kd": [self.settings["kd_weight"], self.settings["kd_temperature"]]} if row in KD_ROWS else {})}
+                  **({"kd": [self.settings["kd_weight"], self.settings["kd_temperature"]]} if row in KD_ROWS else {}),
+                  **({"labeled_share": share} if share is not None and row in PSEUDO_ROWS else {})}
         step = train_step(self.unit(u), model, [fold], role=row, npz=npz, threads=self.threads,
                           private_configs=self.workers > 1)
         return Node(f"{u}/{row}/fold{fold}", inputs, deps, step)

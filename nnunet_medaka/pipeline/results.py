@@ -8,8 +8,9 @@ from typing import Mapping, Optional
 
 from nnunet_medaka.files import read_json, write_json_atomic, write_text_atomic
 from nnunet_medaka.pipeline.layout import RunLayout
+from nnunet_medaka.training.comparison import stronger_baseline
 
-__all__ = ["RESULTS_FILE", "print_run_summary", "run_summary_text", "stronger_baseline", "write_run_results"]
+__all__ = ["RESULTS_FILE", "print_run_summary", "run_summary_text", "write_run_results"]
 
 RESULTS_FILE = RunLayout.RESULTS
 
@@ -57,12 +58,6 @@ def write_run_results(layout: RunLayout, scores: Mapping, *, raw: Path, file_end
     write_text_atomic(layout.markdown, run_summary_text(results, table=comparison_table(scores, baseline)) + "\n")
     return {"results": str(layout.results), "markdown": str(layout.markdown), "plot": str(plot),
             "overlays": str(overlays)}
-
-
-def stronger_baseline(scores: Mapping) -> str:
-    """The baseline a student must beat: of the teacher's fold ensemble and the supervised model on every labeled
-    case (when the run has one), the one with the higher mean IoU."""
-    return max((r for r in ("teacher", "supervised") if r in scores), key=lambda r: scores[r]["mean"]["IoU"])
 
 
 def run_summary_text(results: Mapping, *, table: Optional[str] = None) -> str:

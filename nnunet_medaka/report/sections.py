@@ -97,7 +97,7 @@ def results_section(run: Mapping, links: Mapping[str, str]) -> str:
     parts = ['<h2 id="results">1. Results on the held-out test cases</h2>']
     scores = run["scores"]
     if scores:
-        from nnunet_medaka.pipeline.results import stronger_baseline
+        from nnunet_medaka.training.comparison import stronger_baseline
 
         baseline = stronger_baseline(scores) if "teacher" in scores else None
         roles = [r for r in ("teacher", "supervised", "student") if r in scores]

@@ -25,7 +25,7 @@ import numpy as np
 from nnunet_medaka.errors import MedakaError
 
 __all__ = ["CSV_COLUMNS", "compare_rows", "mean_std", "nanmean", "paired_bootstrap", "read_case_scores",
-           "read_results_csv", "summarize_table", "verdict"]
+           "read_results_csv", "stronger_baseline", "summarize_table", "verdict"]
 
 CSV_COLUMNS = ("row", "fraction", "seed", "case", "organ", "IoU", "Dice")
 
@@ -224,3 +224,9 @@ def compare_rows(table: Sequence[Mapping], a: tuple, b: tuple, *, n_resamples: i
     boot = _paired(_per_case(_case_values(table, *a), None), _per_case(_case_values(table, *b), None), n_resamples)
     diffs = _seed_differences(table, a, b)
     return {**boot, "per_seed": diffs, "verdict": verdict(boot, diffs)}
+
+
+def stronger_baseline(scores: Mapping) -> str:
+    """The baseline a student must beat: of the teacher's fold ensemble and the supervised model on every labeled
+    case (when there is one), the one with the higher mean IoU."""
+    return max((r for r in ("teacher", "supervised") if r in scores), key=lambda r: scores[r]["mean"]["IoU"])

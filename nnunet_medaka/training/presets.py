@@ -90,6 +90,8 @@ RUN_DEFAULTS = {
     "kd_temperature": MedakaConfig.kd_temperature,
     "parallel_folds": 1,  # teacher folds trained at the same time (CPU: the cores are shared out between them)
     "student_init": "random",  # random | teacher: start the student from its teacher fold's weights
+    # share of a student's training samples drawn from the labeled cases; None: nnU-Net's uniform draw over cases
+    "labeled_share": MedakaConfig.labeled_share,
 }
 # Per-preset method defaults, each chosen by measurement (docs/results, CHANGELOG.md): cpu-demo accepts per organ (a teacher of
 # a few minutes has a weak organ in every case), starts the student from its teacher and keeps kd_weight 1; quick
@@ -128,7 +130,7 @@ def _setting_problems(s: dict) -> list:
     (`nnunet_medaka.config.check_value`), the method's own for the rest."""
     from nnunet_medaka.config import check_value
 
-    out = [(k, check_value(k, s[k])) for k in (*_CONFIG_KEYS, "kd_weight", "kd_temperature")]
+    out = [(k, check_value(k, s[k])) for k in (*_CONFIG_KEYS, "kd_weight", "kd_temperature", "labeled_share")]
     out.append(("seed", None if _whole(s["seed"], 0) and s["seed"] < 2**31 else "an integer from 0 to 2**31 - 1"))
     out.append(("cv_folds", None if _whole(s["cv_folds"], 2) else
                 "a whole number >= 2 (the quality classifier learns from out-of-fold predictions)"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import torch
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
@@ -18,6 +19,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
 from nnunet_medaka.config import RESOLVED_FILE_NAME, MedakaConfig, load_config
+from nnunet_medaka.conversion.raw_dataset import PSEUDO_CASES_KEY
 from nnunet_medaka.files import write_json_atomic
 from nnunet_medaka.training.seeding import (NETWORK_STREAM, TRAIN_LOADER_STREAM, VAL_LOADER_STREAM, derived_seed,
                                             seed_everything, worker_seeds)
@@ -53,12 +55,14 @@ class SupervisedTrainer(nnUNetTrainer):
         self.initial_lr = config.initial_lr  # read by configure_optimizers (SGD + poly LR) inside initialize()
 
     def get_dataloaders(self):
-        seed = self.medaka_config.seed
-        if seed is None:
+        seed, share = self.medaka_config.seed, self.medaka_config.labeled_share
+        if seed is None and share is None:
             return super().get_dataloaders()
-        # nnU-Net gives its augmentation workers seeds=None (OS entropy). Let it build single-threaded augmenters
-        # (in-process, seeded here), then move their loaders into workers that get deterministic seeds.
-        seed_everything(derived_seed(seed, TRAIN_LOADER_STREAM))
+        # nnU-Net gives its augmentation workers seeds=None (OS entropy) and draws cases uniformly. Let it build
+        # single-threaded augmenters (in-process, seeded here), weight their loader's draw, then move the loaders
+        # into workers that get deterministic seeds.
+        if seed is not None:
+            seed_everything(derived_seed(seed, TRAIN_LOADER_STREAM))
         n_proc = get_allowed_n_proc_DA()
         previous = os.environ.get("nnUNet_n_proc_DA")
         os.environ["nnUNet_n_proc_DA"] = "0"
@@ -69,21 +73,38 @@ class SupervisedTrainer(nnUNetTrainer):
                 del os.environ["nnUNet_n_proc_DA"]
             else:
                 os.environ["nnUNet_n_proc_DA"] = previous
+        assert isinstance(train, SingleThreadedAugmenter) and isinstance(val, SingleThreadedAugmenter)
+        if share is not None:
+            self.weight_labeled_cases(train.data_loader, share)
         if n_proc == 0:
             return train, val
-        assert isinstance(train, SingleThreadedAugmenter) and isinstance(val, SingleThreadedAugmenter)
         n_val = max(1, n_proc // 2)  # nnU-Net's own worker and cache counts
+        seeds = (lambda stream, n: None) if seed is None else (lambda stream, n: worker_seeds(seed, stream, n))
         train = NonDetMultiThreadedAugmenter(
             data_loader=train.data_loader, transform=None, num_processes=n_proc, num_cached=max(6, n_proc // 2),
-            seeds=worker_seeds(seed, TRAIN_LOADER_STREAM, n_proc), pin_memory=self.device.type == "cuda",
-            wait_time=0.002)
+            seeds=seeds(TRAIN_LOADER_STREAM, n_proc), pin_memory=self.device.type == "cuda", wait_time=0.002)
         val = NonDetMultiThreadedAugmenter(
             data_loader=val.data_loader, transform=None, num_processes=n_val, num_cached=max(3, n_proc // 4),
-            seeds=worker_seeds(seed, VAL_LOADER_STREAM, n_val), pin_memory=self.device.type == "cuda",
-            wait_time=0.002)
+            seeds=seeds(VAL_LOADER_STREAM, n_val), pin_memory=self.device.type == "cuda", wait_time=0.002)
         _ = next(train)
         _ = next(val)
         return train, val
+
+    def weight_labeled_cases(self, loader, share: float) -> None:
+        """Draw ``share`` of the loader's samples from its labeled cases, the rest from its pseudo-labeled ones
+        (dataset.json's ``"pseudo_labeled_cases"``), uniformly within each group."""
+        pseudo = set(self.dataset_json.get(PSEUDO_CASES_KEY) or ())
+        keys = list(loader.indices)
+        is_pseudo = np.array([k in pseudo for k in keys])
+        if is_pseudo.all() or not is_pseudo.any():
+            self.print_to_log_file(f"labeled_share {share}: ignored, the training cases are all "
+                                   f"{'pseudo-labeled' if is_pseudo.all() else 'labeled'}", also_print_to_console=True)
+            return
+        p = np.where(is_pseudo, (1 - share) / is_pseudo.sum(), share / (~is_pseudo).sum())
+        loader.sampling_probabilities = p / p.sum()
+        self.print_to_log_file(f"labeled_share {share}: {(~is_pseudo).sum()} labeled cases drawn with probability "
+                               f"{share:.3f} in all (uniform: {(~is_pseudo).mean():.3f}), {is_pseudo.sum()} "
+                               f"pseudo-labeled {1 - share:.3f}", also_print_to_console=True)
 
     def run_settings(self) -> dict:
         """What this run was configured with; subclasses add their own entries."""

@@ -22,6 +22,7 @@ BAD = {
     "mirroring": "yes", "cpu_threads": 0, "final_validation": 1, "kd_weight": -1, "kd_temperature": 0,
     "seed": -1, "cv_folds": 1, "student_folds": [7], "parallel_folds": 0, "corruptions_per_organ": -3,
     "tau": 1.5, "student_init": "pretrained", "acceptance": "some", "configuration": "", "small_plans": "big",
+    "labeled_share": 1,
 }
 
 
@@ -50,7 +51,7 @@ def test_every_setting_has_a_bad_value_here():
 def test_a_bad_value_is_refused_by_both_dry_runs_naming_the_key(key, in_env, tmp_path):
     value = BAD[key]
     if key in ("num_epochs", "iterations_per_epoch", "val_iterations_per_epoch", "initial_lr", "mirroring",
-               "cpu_threads", "final_validation", "kd_weight", "kd_temperature", "seed"):
+               "cpu_threads", "final_validation", "kd_weight", "kd_temperature", "seed", "labeled_share"):
         assert check_value(key, value) is not None  # the trainers' config check refuses it too
     with pytest.raises(MedakaError, match=rf"\b{key}="):
         resolve_settings("quick", {key: value})
