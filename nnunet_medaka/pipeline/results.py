@@ -15,15 +15,11 @@ __all__ = ["RESULTS_FILE", "print_run_summary", "run_summary_text", "write_run_r
 RESULTS_FILE = RunLayout.RESULTS
 
 
-def _read_json(path: Path) -> Optional[dict]:
-    return read_json(path, what="a file of the run") if path.is_file() else None
-
-
 def _quality_summary(quality_dir: Path) -> Optional[dict]:
     """The quality classifier's grouped-CV accuracy on the teacher's real out-of-fold predictions."""
-    report = _read_json(quality_dir / "evaluation" / "report.json")
-    if report is None:
+    if not (quality_dir / "evaluation" / "report.json").is_file():
         return None
+    report = read_json(quality_dir / "evaluation" / "report.json", what="the quality classifier's report")
     real = report.get("metrics", {}).get("real", {})
     keep = ("n", "n_bad", "iou_min", "iou_median", "iou_max", "auroc", "auprc", "spearman", "aurc")
     return {"tau": report.get("tau"), "summary": report.get("summary"),
@@ -36,7 +32,8 @@ def write_run_results(layout: RunLayout, scores: Mapping, *, raw: Path, file_end
     from nnunet_medaka.training.evaluation import comparison_table, plot_comparison, write_overlays
 
     out, pseudo_dir, quality_dir = layout.folder, layout.pseudolabels, layout.quality
-    pseudo = _read_json(pseudo_dir / "pseudolabel_summary.json")
+    summary_file = pseudo_dir / "pseudolabel_summary.json"
+    pseudo = read_json(summary_file, what="the pseudo-labels' summary") if summary_file.is_file() else None
     quality = _quality_summary(quality_dir)
     count = lambda folder: sum(1 for p in (raw / folder).iterdir() if p.name.endswith(file_ending))
     title = f"IoU on {count('labelsTs')} held-out test cases ({raw.name})"
@@ -87,9 +84,12 @@ def run_summary_text(results: Mapping, *, table: Optional[str] = None) -> str:
              table or comparison_table(scores, baseline), "```"]
     pseudo = results.get("pseudo_labels")
     if pseudo:
+        rule = ("none, every pseudo-label is used" if pseudo["acceptance"] == "none" or pseudo.get("threshold") is None
+                else f"the quality classifier's P(good) ≥ {pseudo['threshold']:.3f} per organ, the method's filter; its "
+                "threshold is the quality model's, chosen by `qc train` on the teacher's out-of-fold predictions")
         lines += ["", f"Pseudo-labels: {pseudo['finished']} unlabeled cases, acceptance `{pseudo['acceptance']}`: "
                   f"{pseudo['cases_accepted']} accepted, {pseudo['cases_partial']} partly, {pseudo['cases_rejected']} "
-                  f"rejected; {len(pseudo['cases_for_student'])} went into the student dataset."]
+                  f"rejected; {len(pseudo['cases_for_student'])} went into the student dataset. Filter: {rule}."]
         per_organ = pseudo.get("per_organ", {})
         if per_organ:
             lines.append("Accepted per organ: " + ", ".join(f"{o} {v['accepted']}/{v['accepted'] + v['rejected']}"

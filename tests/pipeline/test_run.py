@@ -183,7 +183,8 @@ def test_summary_compares_the_student_with_the_stronger_baseline_of_equal_budget
         scores = {role: {"mean": {"IoU": iou}} for role, iou in ious.items()}
         results = {"dataset": "Dataset932_RunTiny", "preset": "quick", "scores": scores, "pseudo_labels": None,
                    "quality_classifier": None, "cv_folds": 2, "n_labeled": 10,
-                   "paths": {k: k for k in ("plot", "overlays", "logs", "pseudo_labels", "quality")}, **extra}
+                   "paths": {k: k for k in ("plot", "overlays", "logs", "pseudo_labels", "quality")}}
+        results.update(extra)
         return run_summary_text(results, table="(table)")
 
     # the supervised model beats the teacher ensemble here, so the student is measured against it
@@ -195,6 +196,13 @@ def test_summary_compares_the_student_with_the_stronger_baseline_of_equal_budget
     text = summary({"teacher": 0.62, "supervised": 0.61, "student": 0.65}, student_init="random")
     assert "higher than the stronger baseline, the teacher (the ensemble of its 2 folds) (Δ +0.030)" in text
     assert "both started from random weights" in text
+    # the summary names the filter and its threshold
+    pseudo = {"finished": 6, "acceptance": "case", "threshold": 0.0864, "cases_accepted": 2, "cases_partial": 0,
+              "cases_rejected": 4, "cases_for_student": ["a", "b"]}
+    text = summary({"teacher": 0.62, "student": 0.65}, pseudo_labels=pseudo)
+    assert "2 went into the student dataset. Filter: the quality classifier's P(good) ≥ 0.086 per organ" in text
+    text = summary({"teacher": 0.62, "student": 0.65}, pseudo_labels=dict(pseudo, acceptance="none", threshold=None))
+    assert "Filter: none, every pseudo-label is used." in text
     # results.json of earlier versions: teacher and student only, no baseline key
     text = summary({"teacher": 0.60, "student": 0.65})
     assert "higher than the stronger baseline, the teacher" in text and "equal training budgets" not in text
