@@ -242,7 +242,8 @@ class UnitGraph:
                 quality = unit.folders.quality
                 nodes.append(Node(f"{u}/quality", {k: s[k] for k in ("tau", "corruptions_per_organ")}, teacher_folds,
                                   quality_step(unit)))
-                nodes.append(Node(f"{u}/pseudolabel", {"acceptance": s["acceptance"], "mirroring": unit.mirroring},
+                by = {"filter": s["filter"]} if s["filter"] != "quality" else {}  # older folders resume as they were
+                nodes.append(Node(f"{u}/pseudolabel", {"acceptance": s["acceptance"], "mirroring": unit.mirroring, **by},
                                   [f"{u}/quality", *teacher_folds], self._pseudolabel(unit, unit.folders.pseudolabels,
                                                                                       s["acceptance"], quality)))
             if "pseudo-all" in trained:

@@ -84,9 +84,10 @@ def run_summary_text(results: Mapping, *, table: Optional[str] = None) -> str:
              table or comparison_table(scores, baseline), "```"]
     pseudo = results.get("pseudo_labels")
     if pseudo:
+        by = {"quality": "the quality classifier's P(good)"}.get(pseudo.get("filter", "quality"), pseudo.get("filter"))
         rule = ("none, every pseudo-label is used" if pseudo["acceptance"] == "none" or pseudo.get("threshold") is None
-                else f"the quality classifier's P(good) ≥ {pseudo['threshold']:.3f} per organ, the method's filter; its "
-                "threshold is the quality model's, chosen by `qc train` on the teacher's out-of-fold predictions")
+                else f"{by} ≥ {pseudo['threshold']:.3f} per organ (unless given, the threshold `qc train` chose on "
+                "the teacher's out-of-fold predictions)")
         lines += ["", f"Pseudo-labels: {pseudo['finished']} unlabeled cases, acceptance `{pseudo['acceptance']}`: "
                   f"{pseudo['cases_accepted']} accepted, {pseudo['cases_partial']} partly, {pseudo['cases_rejected']} "
                   f"rejected; {len(pseudo['cases_for_student'])} went into the student dataset. Filter: {rule}."]

@@ -124,19 +124,10 @@ def _evaluate_all(unit: Unit, models: dict, layout: RunLayout, raw: Path, datase
                 reset=lambda: remove(layout.folder / "predictions"))
 
 
-def run_pipeline(
-    dataset: str,
-    out: os.PathLike | str,
-    *,
-    preset: str = "quick",
-    overrides: Optional[dict] = None,
-    student_id: Optional[int] = None,
-    device: str = "auto",
-    dry_run: bool = False,
-    overwrite: bool = False,
-    say: Callable[[str], None] = print,
-    on_event: Optional[Callable] = None,
-) -> dict:
+def run_pipeline(dataset: str, out: os.PathLike | str, *, preset: str = "quick", overrides: Optional[dict] = None,
+                 student_id: Optional[int] = None, device: str = "auto", dry_run: bool = False,
+                 overwrite: bool = False, say: Callable[[str], None] = print, on_event: Optional[Callable] = None
+                 ) -> dict:
     """Run (or resume) the method on a raw dataset; see the module docstring for the stages.
 
     Parameters
@@ -205,6 +196,7 @@ def run_pipeline(
         if settings["student_init"] == "teacher" else (lambda f: [])
     kd = [*config_assignments(settings), ("seed", settings["seed"]), ("teacher", str(teacher.folder)),
           ("kd_weight", settings["kd_weight"]), ("kd_temperature", settings["kd_temperature"])]
+    filter_input = {"filter": settings["filter"]} if settings["filter"] != "quality" else {}  # older folders resume
     # on a CPU the student and its baseline train side by side with half the cores each (as the teacher's folds)
     side_threads = threads_per_training(settings["cpu_threads"], device, 1 if device == "cuda" else 2)
     plan_keys = ("configuration", "small_plans", "num_epochs", "iterations_per_epoch", "val_iterations_per_epoch",
@@ -216,7 +208,7 @@ def run_pipeline(
                     train_step(unit, teacher, unit.folds, role="teacher", npz=True, parallel=settings["parallel_folds"])),
         "quality": ({k: settings[k] for k in ("tau", "corruptions_per_organ")}, quality_step(unit)),
         "pseudolabel": ({"images": files_fingerprint([unlabeled]), "acceptance": settings["acceptance"],
-                         "mirroring": unit.mirroring},
+                         "mirroring": unit.mirroring, **filter_input},
                         pseudolabel_step(unit, layout.pseudolabels, acceptance=settings["acceptance"],
                                          quality=layout.quality, ground_truth=unlabeled_gt)),
         "student-dataset": ({"student_id": student_id, "kd": [settings["kd_weight"], settings["kd_temperature"]]},

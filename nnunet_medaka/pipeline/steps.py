@@ -19,8 +19,7 @@ from nnunet_medaka.pipeline.engine import Step
 from nnunet_medaka.pipeline.layout import UnitFolders
 from nnunet_medaka.training.stock import (
     STUDENT_TRAINER, TEACHER_TRAINER, Model, cmd, evaluate_args, fold_finished, plans_name, predict_args,
-    threads_per_training,
-    train_args, train_environ,
+    threads_per_training, train_args, train_environ,
 )
 
 __all__ = ["Unit", "build_student_step", "evaluate_step", "predict_and_score", "pseudolabel_step", "quality_step",
@@ -190,6 +189,7 @@ def pseudolabel_step(unit: Unit, output: Path, *, acceptance: str, quality: Opti
                      ) -> Step:
     """The teacher's fold ensemble on the unlabeled pool, scored and filtered (``nnunet-medaka pseudolabel``)."""
     teacher = unit.model().folder
+    by = unit.settings.get("filter", "quality") if acceptance != "none" else "quality"  # what decides (--filter)
 
     def run(say) -> dict:
         from nnunet_medaka.pseudolabel.predict import pseudolabel
@@ -197,12 +197,13 @@ def pseudolabel_step(unit: Unit, output: Path, *, acceptance: str, quality: Opti
         gt = ground_truth if ground_truth is not None and ground_truth.is_dir() else None
         result = pseudolabel(teacher, unit.raw, output, folds=unit.folds, quality_model=quality, acceptance=acceptance,
                              mirroring=unit.mirroring, device=unit.device, ground_truth=gt, teacher_raw=unit.raw,
-                             progress=False)
+                             progress=False, filter_by=by)
         return {"folder": str(output), "summary": result.get("summary")}
 
     commands = lambda: [cmd("nnunet-medaka", [
         "pseudolabel", "-m", teacher, "-f", *unit.folds, "-i", unit.raw, "-o", output, *(["-q", quality] if quality else []),
-        "--acceptance", acceptance, "-device", unit.device, *([] if unit.mirroring else ["--disable-tta"])])]
+        "--acceptance", acceptance, *(["--filter", by] if by != "quality" else []), "-device", unit.device,
+        *([] if unit.mirroring else ["--disable-tta"])])]
     return Step(commands, run, reset=lambda: remove(output))
 
 

@@ -3,7 +3,8 @@ where an organ was rejected.
 
 Acceptance granularity (``--acceptance``):
 
-``case``   a case is used only when every organ is accepted (``p_good >= threshold``); otherwise it is dropped.
+``case``   a case is used only when every organ is accepted (its score ``>= threshold``: the quality model's
+           ``p_good``, or a label-free signal with ``--filter``); otherwise it is dropped.
 ``organ``  every case is kept; a rejected organ's voxels, and an uncertain band around them, become nnU-Net's
            ignore label (masked in nnU-Net's loss), so the student learns only from the accepted organs there. The
            band is the organ's predicted mask dilated by ``ignore_band`` voxels (a ball), plus every voxel where the
@@ -24,18 +25,22 @@ ACCEPTANCE_MODES = ("case", "organ", "none")
 
 
 def decide(scores: Optional[Mapping[str, Mapping[str, float]]], organs: Sequence[str], mode: str,
-           threshold: Optional[float]) -> tuple[dict, str]:
+           threshold: Optional[float], key: str = "p_good") -> tuple[dict, str]:
     """Organ and case decisions for one case.
 
     Parameters
     ----------
     scores : mapping or None
-        Organ -> ``{"p_good": float, ...}`` (from the quality model); None without one (only for ``none``).
+        Organ -> ``{"p_good": float, ...}`` (from the quality model, or the label-free signals of
+        `nnunet_medaka.pseudolabel.signals`); None without one (only for ``none``).
     organs : sequence of str
         The teacher's organs.
     mode : {"case", "organ", "none"}
     threshold : float or None
-        Accept an organ when ``p_good >= threshold``.
+        Accept an organ when ``scores[organ][key] >= threshold``; a missing value (None: e.g. the organ was not
+        predicted at all) rejects it.
+    key : str
+        The score that decides: the quality model's ``p_good``, or a signal's name.
 
     Returns
     -------
@@ -54,7 +59,8 @@ def decide(scores: Optional[Mapping[str, Mapping[str, float]]], organs: Sequence
     missing = [o for o in organs if o not in scores]
     if missing:
         raise MedakaError(f"quality scores lack organs {missing}; the quality model does not fit this teacher")
-    decisions = {o: "accept" if float(scores[o]["p_good"]) >= threshold else "reject" for o in organs}
+    decisions = {o: "accept" if scores[o].get(key) is not None and float(scores[o][key]) >= threshold else "reject"
+                 for o in organs}
     rejected = any(d == "reject" for d in decisions.values())
     if not rejected:
         return decisions, "accept"

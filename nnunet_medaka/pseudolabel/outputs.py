@@ -25,12 +25,12 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Optional
 
-from nnunet_medaka.files import read_json, write_json_atomic
+from nnunet_medaka.files import claim_folder, read_json, write_json_atomic
 from nnunet_medaka.errors import MedakaError
 
 __all__ = ["FAILED_FILE", "SETTINGS_FILE", "SUMMARY_FILE", "TABLE_COLUMNS", "TABLE_FILE", "finished_cases",
-           "format_table", "merge_pseudolabels", "read_records", "read_settings", "summarize", "write_record",
-           "write_results"]
+           "format_table", "merge_pseudolabels", "prepare_output", "read_records", "read_settings",
+           "remove_stale_temporaries", "summarize", "write_record", "write_results"]
 
 SETTINGS_FILE = "pseudolabel_settings.json"
 TABLE_FILE = "pseudolabels.csv"
@@ -48,6 +48,39 @@ def read_settings(output: Path) -> dict:
     if not path.is_file():
         raise MedakaError(f"{output}: no {SETTINGS_FILE}; not a pseudolabel output folder (run `nnunet-medaka pseudolabel`)")
     return read_json(path, what="the pseudo-label settings", fix="run the pseudolabel command again with --overwrite")
+
+
+def prepare_output(output: Path, settings: dict, overwrite: bool) -> None:
+    """Create the output folder, or check that an existing one belongs to the same run (resume / other shard)."""
+    if output.exists() and not output.is_dir():
+        raise MedakaError(f"output {output}: exists and is not a folder")
+    claim_folder(output, (SETTINGS_FILE,), what="a pseudolabel output folder", option="output folder (-o)",
+                 overwrite=overwrite)
+    path = output / SETTINGS_FILE
+    if path.is_file() and not overwrite:
+        old = read_json(path, what="the pseudo-labels' settings", fix="use another output folder or --overwrite")
+        differ = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+        if differ:
+            raise MedakaError(f"output {output}: holds pseudo-labels made with other settings (differs in: "
+                              f"{', '.join(differ)}); use another output folder, the same arguments to resume, or "
+                              "--overwrite to start again")
+    if overwrite and output.is_dir():
+        for name in ("labels", "records", "failures", "runs"):
+            shutil.rmtree(output / name, ignore_errors=True)
+        for name in (TABLE_FILE, SUMMARY_FILE, FAILED_FILE, SETTINGS_FILE):
+            (output / name).unlink(missing_ok=True)
+    for name in ("labels", "records", "failures", "runs"):
+        (output / name).mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        write_json_atomic(path, settings)
+
+
+def remove_stale_temporaries(output: Path, cases: Sequence[str]) -> None:
+    """Temporary files a killed run of these cases left behind (never another shard's)."""
+    for case in cases:
+        for folder in ("labels", "records", "failures"):
+            for tmp in (output / folder).glob(f".{case}.*tmp*"):
+                tmp.unlink(missing_ok=True)
 
 
 def write_record(output: Path, record: dict) -> None:
@@ -128,6 +161,7 @@ def summarize(settings: dict, records: dict, failures: dict) -> dict:
         "finished": len(records),
         "failed": sorted(failures),
         "acceptance": settings["acceptance"],
+        **({"filter": settings["filter"]} if "filter" in settings else {}),  # absent: the quality model's P(good)
         "threshold": settings["threshold"],
         "cases_accepted": decisions.count("accept"),
         "cases_partial": decisions.count("partial"),

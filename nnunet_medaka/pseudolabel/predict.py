@@ -18,7 +18,6 @@ import contextlib
 import io
 import logging
 import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,16 +25,17 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from nnunet_medaka.files import check_complete, claim_folder, read_json, resolve_device, write_json_atomic
+from nnunet_medaka.files import check_complete, resolve_device, write_json_atomic
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.pseudolabel.acceptance import ACCEPTANCE_MODES, apply_organ_rejection, decide
 from nnunet_medaka.pseudolabel.inputs import (
     Teacher, find_unlabeled_images, labeled_case_ids, resolve_teacher, teacher_raw_dataset,
 )
 from nnunet_medaka.pseudolabel.outputs import (
-    SETTINGS_FILE, SUMMARY_FILE, TABLE_FILE, FAILED_FILE, finished_cases, merge_pseudolabels, write_record,
-    write_results,
+    FAILED_FILE, TABLE_FILE, finished_cases, merge_pseudolabels, prepare_output, remove_stale_temporaries,
+    write_record, write_results,
 )
+from nnunet_medaka.pseudolabel.signals import SIGNALS, ensemble_logits, organ_signals
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,22 @@ __all__ = ["Scorer", "pseudolabel"]
 
 # (image (C,Z,Y,X), probabilities (K,Z,Y,X), spacing) -> {organ: {"predicted_iou": float, "p_good": float, ...}}
 Scorer = Callable[[np.ndarray, np.ndarray, Sequence[float]], dict]
+FILTERS = ("quality", *SIGNALS)  # see --filter
 SETTINGS_FORMAT = "nnunet-medaka-pseudolabels"
 
 
 def _check_options(acceptance: str, threshold: Optional[float], ignore_band: int, band_probability: Optional[float],
-                   num_parts: int, part_id: int, has_model: bool) -> None:
+                   num_parts: int, part_id: int, has_model: bool, filter_by: str = "quality") -> None:
     if acceptance not in ACCEPTANCE_MODES:
         raise MedakaError(f"--acceptance {acceptance!r}: expected one of {', '.join(ACCEPTANCE_MODES)}")
-    if acceptance != "none" and not has_model:
+    if filter_by not in FILTERS:
+        raise MedakaError(f"--filter {filter_by!r}: expected one of {', '.join(FILTERS)}")
+    if acceptance != "none" and not has_model and filter_by == "quality":
         raise MedakaError(f"--acceptance {acceptance} filters pseudo-labels with a quality model, but none was given; "
                           "add --quality-model PATH (train one with `nnunet-medaka qc train`) or use --acceptance none")
+    if acceptance != "none" and not has_model and threshold is None:
+        raise MedakaError(f"--filter {filter_by} needs its threshold: give --threshold, or a --quality-model whose "
+                          "`qc train` chose one on the teacher's out-of-fold predictions")
     if threshold is not None and not 0 <= threshold <= 1:
         raise MedakaError(f"--threshold {threshold}: expected a probability in [0, 1]")
     if isinstance(ignore_band, bool) or not isinstance(ignore_band, int) or ignore_band < 0:
@@ -62,39 +68,6 @@ def _check_options(acceptance: str, threshold: Optional[float], ignore_band: int
     if num_parts < 1 or not 0 <= part_id < num_parts:
         raise MedakaError(f"--num-parts {num_parts} --part-id {part_id}: expected num_parts >= 1 and "
                           "0 <= part_id < num_parts (as nnUNetv2_predict)")
-
-
-def _prepare_output(output: Path, settings: dict, overwrite: bool) -> None:
-    """Create the output folder, or check that an existing one belongs to the same run (resume / other shard)."""
-    if output.exists() and not output.is_dir():
-        raise MedakaError(f"output {output}: exists and is not a folder")
-    claim_folder(output, (SETTINGS_FILE,), what="a pseudolabel output folder", option="output folder (-o)",
-                 overwrite=overwrite)
-    path = output / SETTINGS_FILE
-    if path.is_file() and not overwrite:
-        old = read_json(path, what="the pseudo-labels' settings", fix="use another output folder or --overwrite")
-        differ = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
-        if differ:
-            raise MedakaError(f"output {output}: holds pseudo-labels made with other settings (differs in: "
-                              f"{', '.join(differ)}); use another output folder, the same arguments to resume, or "
-                              "--overwrite to start again")
-    if overwrite and output.is_dir():
-        for name in ("labels", "records", "failures", "runs"):
-            shutil.rmtree(output / name, ignore_errors=True)
-        for name in (TABLE_FILE, SUMMARY_FILE, FAILED_FILE, SETTINGS_FILE):
-            (output / name).unlink(missing_ok=True)
-    for name in ("labels", "records", "failures", "runs"):
-        (output / name).mkdir(parents=True, exist_ok=True)
-    if not path.is_file():
-        write_json_atomic(path, settings)
-
-
-def _remove_stale_temporaries(output: Path, cases: Sequence[str]) -> None:
-    """Temporary files a killed run of these cases left behind (never another shard's)."""
-    for case in cases:
-        for folder in ("labels", "records", "failures"):
-            for tmp in (output / folder).glob(f".{case}.*tmp*"):
-                tmp.unlink(missing_ok=True)
 
 
 def _device(name: str):
@@ -124,7 +97,7 @@ def _predictor(teacher: Teacher, *, device, mirroring: bool, tile_step_size: flo
     return predictor
 
 
-def _quality_scorer(quality_model, teacher: Teacher) -> tuple[Scorer, float, str]:
+def _quality_scorer(quality_model, teacher: Teacher) -> tuple[Scorer, float, str, dict]:
     from nnunet_medaka.quality.score import check_compatible, load_quality_model, score_case
 
     model = load_quality_model(quality_model)
@@ -132,7 +105,7 @@ def _quality_scorer(quality_model, teacher: Teacher) -> tuple[Scorer, float, str
                                                                      "model_folder")}
     check_compatible(model, labels=teacher.organs, teacher=identity, n_channels=len(teacher.labels))
     return (lambda image, probabilities, spacing: score_case(model, image, probabilities, spacing),
-            float(model.accept_threshold), str(model.path))
+            float(model.accept_threshold), str(model.path), dict(model.training.get("signal_thresholds") or {}))
 
 
 def pseudolabel(
@@ -157,6 +130,7 @@ def pseudolabel(
     overwrite: bool = False,
     scorer: Optional[Scorer] = None,
     progress: bool = True,
+    filter_by: str = "quality",
 ) -> dict:
     """Pseudo-label unlabeled images with a teacher and decide which pseudo-labels the student may use.
 
@@ -195,6 +169,10 @@ def pseudolabel(
         (tests, custom filters); ``threshold`` then defaults to 0.5.
     progress : bool
         Show a progress bar (cases/s).
+    filter_by : {"quality", "fold_agreement", "soft_dice_confidence", "mean_max_softmax"}
+        What ``threshold`` applies to: the quality model's ``p_good``, or a label-free signal
+        (`nnunet_medaka.pseudolabel.signals`); for a signal the default threshold is the one ``qc train`` chose on
+        the teacher's out-of-fold predictions (Youden J), which the folds' agreement has none of.
 
     Returns
     -------
@@ -208,9 +186,10 @@ def pseudolabel(
         Before any prediction, for every bad input (teacher, images, quality model, options, output folder).
     """
     if acceptance is None:
-        acceptance = "none" if quality_model is None and scorer is None else "case"
+        acceptance = "none" if quality_model is None and scorer is None and (
+            filter_by == "quality" or threshold is None) else "case"
     _check_options(acceptance, threshold, ignore_band, band_probability, num_parts, part_id,
-                   quality_model is not None or scorer is not None)
+                   quality_model is not None or scorer is not None, filter_by)
     t = resolve_teacher(teacher, folds, checkpoint)
     unlabeled = find_unlabeled_images(images, t, ground_truth)
     labeled = labeled_case_ids(t, teacher_raw_dataset(t, teacher_raw, required=teacher_raw is not None))
@@ -223,10 +202,14 @@ def pseudolabel(
             raise MedakaError(f"{unlabeled.folder}: case ids {clash[:5]} are also labeled cases of the teacher's dataset "
                               f"{t.dataset_name}; rename the unlabeled images (case ids must be unique in the student "
                               "dataset)")
-    model_path = None
+    model_path, given = None, threshold
     if quality_model is not None:
-        scorer, model_threshold, model_path = _quality_scorer(quality_model, t)
-        threshold = model_threshold if threshold is None else threshold
+        scorer, model_threshold, model_path, by_signal = _quality_scorer(quality_model, t)
+        threshold = (model_threshold if filter_by == "quality" else by_signal.get(filter_by)) if given is None else given
+        if threshold is None and acceptance != "none":
+            raise MedakaError(f"--filter {filter_by}: the quality model {model_path} holds no threshold for it (`qc "
+                              "train` chooses one for mean_max_softmax and soft_dice_confidence only; the folds' "
+                              "agreement cannot be measured on their own training cases); give --threshold")
     elif scorer is not None:
         threshold = 0.5 if threshold is None else threshold
         model_path = "custom scorer"
@@ -243,6 +226,7 @@ def pseudolabel(
         "ground_truth": str(unlabeled.ground_truth.resolve()) if unlabeled.ground_truth else None,
         "cases": cases,
         "acceptance": acceptance,
+        **({"filter": filter_by} if filter_by != "quality" else {}),  # absent: folders made before resume
         "threshold": threshold,
         "ignore_band": ignore_band if acceptance == "organ" else None,
         "band_probability": band_probability if acceptance == "organ" else None,
@@ -250,9 +234,9 @@ def pseudolabel(
         "mirroring": bool(mirroring),
         "tile_step_size": float(tile_step_size),
     }
-    _prepare_output(output, settings, overwrite)
+    prepare_output(output, settings, overwrite)
     mine = cases[part_id::num_parts]
-    _remove_stale_temporaries(output, mine)
+    remove_stale_temporaries(output, mine)
     done = finished_cases(output, mine)
     todo = [c for c in mine if c not in done]
     if done:
@@ -277,7 +261,6 @@ def _run_cases(t: Teacher, unlabeled, output: Path, todo: list, settings: dict, 
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
     from tqdm import tqdm
 
-    from nnunet_medaka.pseudolabel.signals import SIGNALS, ensemble_logits, organ_signals
     from nnunet_medaka.quality.features import iou
 
     device = _device(device_name)
@@ -342,11 +325,14 @@ def _run_cases(t: Teacher, unlabeled, output: Path, todo: list, settings: dict, 
                 logits, pm, cm, lm, properties, return_probabilities=True)
             del logits
             t2 = time.perf_counter()
-            # label-free signals (records and table; the filter uses the scorer): no extra network pass
+            # label-free signals (records and table; --filter decides with one of them): no extra network pass
             signals = organ_signals(probabilities, segmentation, {} if lm.has_regions else organs, fold_maps)
             t_signals = time.perf_counter() - t2
             scores = None if scorer is None else scorer(image, probabilities, list(properties["spacing"]))
-            organ_decisions, case_decision = decide(scores, list(organs), settings["acceptance"], settings["threshold"])
+            by = settings.get("filter", "quality")
+            organ_decisions, case_decision = decide(scores if by == "quality" else signals, list(organs),
+                                                    settings["acceptance"], settings["threshold"],
+                                                    key="p_good" if by == "quality" else by)
             t3 = time.perf_counter()
             rejected = [organs[o] for o, d in organ_decisions.items() if d == "reject"]
             if case_decision == "partial":
@@ -402,7 +388,7 @@ def _run(args: argparse.Namespace) -> int:
         ignore_band=args.ignore_band, band_probability=args.band_probability, ground_truth=args.ground_truth,
         teacher_raw=args.teacher_raw, mirroring=not args.disable_tta, tile_step_size=args.step_size,
         device=args.device, num_parts=args.num_parts, part_id=args.part_id, overwrite=args.overwrite,
-        progress=not args.quiet,
+        progress=not args.quiet, filter_by=args.filter,
     )
     rate = f", {result['cases_per_second']:.3f} cases/s" if result["cases_per_second"] else ""
     print(f"{result['output']}: {result['processed']} case(s) pseudo-labelled, {result['skipped']} already done"
@@ -450,7 +436,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--acceptance", choices=ACCEPTANCE_MODES,
                    help="case: drop cases with a rejected organ; organ: rejected organs (+ band) become the ignore "
                    "label; none: accept all (default: case with --quality-model, none without)")
-    p.add_argument("--threshold", type=float, help="accept an organ when P(good) >= this (default: the model's)")
+    p.add_argument("--filter", choices=FILTERS, default="quality",
+                   help="what decides: the quality model's P(good) (default), or a label-free signal of the "
+                   "teacher's ensemble (fold_agreement, soft_dice_confidence, mean_max_softmax)")
+    p.add_argument("--threshold", type=float,
+                   help="accept an organ when its score (P(good) or the --filter signal) >= this (default: the "
+                   "quality model's, chosen by `qc train`)")
     p.add_argument("--ignore-band", type=int, default=2, metavar="VOXELS",
                    help="organ acceptance: dilate a rejected organ by this many voxels into the ignore region (default 2)")
     p.add_argument("--band-probability", type=float, default=0.1, metavar="P",

@@ -67,7 +67,7 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
     """
     from nnunet_medaka.files import write_json_atomic
     from nnunet_medaka.quality.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES
-    from nnunet_medaka.quality.model import fit_quality_model
+    from nnunet_medaka.quality.model import fit_quality_model, signal_thresholds
     from nnunet_medaka.quality.score import MODEL_FILE, save_quality_model
     from nnunet_medaka.quality.table import build_table, find_teacher_cv, write_rows
 
@@ -104,7 +104,8 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
                     "(choose a tau inside their IoU range)", tau, "good" if n_bad_real == 0 else "bad")
     identity = {**cv.identity, "file_ending": cv.file_ending,
                 "n_channels": len(next(iter(cv.cases.values()))["images"])}
-    settings = {"tau": tau, "corruptions_per_organ": corruptions_per_organ, "seed": seed, "cv_folds": cv_folds}
+    settings = {"tau": tau, "corruptions_per_organ": corruptions_per_organ, "seed": seed, "cv_folds": cv_folds,
+                "signal_thresholds": signal_thresholds(rows, tau)}
     model = fit_quality_model(rows, reference, cv.labels, tau=tau, teacher=identity, seed=seed,
                               accept_threshold=accept_threshold, n_splits=cv_folds, training_info=settings)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")

@@ -18,7 +18,7 @@ from nnunet_medaka.quality.features import FEATURE_NAMES, feature_matrix, refere
 from nnunet_medaka.quality.score import QualityModel
 
 __all__ = ["fit_quality_model", "grouped_folds", "grouped_predictions", "sample_weights", "choose_threshold",
-           "youden_threshold", "versions"]
+           "signal_thresholds", "youden_threshold", "versions"]
 
 
 def versions() -> dict:
@@ -73,6 +73,25 @@ def youden_threshold(p_good: np.ndarray, good: np.ndarray) -> float:
         if j > best:
             best, best_t = j, float(t)
     return best_t
+
+
+def signal_thresholds(rows: Sequence[Mapping], tau: float) -> dict:
+    """Per label-free signal, the Youden-J threshold for "IoU >= tau" on the real out-of-fold rows (organs pooled):
+    the operating point a signal filter uses when none is given. Computed from the rows' features, as the
+    pseudo-label stage computes the same signals from the ensemble's softmax: ``mean_max_softmax`` is a feature, the
+    Soft Dice Confidence ``2 sum(p y) / (sum(p) + sum(y))`` is ``2 r (1 - m) / (r + 1)`` with ``r`` the
+    soft/hard volume ratio and ``m`` the missing mass. An organ absent from a prediction scores 0. The folds'
+    agreement has no such rows (every fold saw the labeled cases but one), so it gets no threshold here.
+    """
+    real = [r for r in rows if r["real"]]
+    if not real:
+        return {}
+    good = np.array([r["iou"] >= tau for r in real])
+    value = lambda r, f: float(r[f]) if r["present"] and np.isfinite(float(r[f])) else 0.0
+    scores = {"mean_max_softmax": [value(r, "mean_max_softmax") for r in real],
+              "soft_dice_confidence": [2 * value(r, "soft_hard_ratio") * (1 - value(r, "missing_mass"))
+                                       / (value(r, "soft_hard_ratio") + 1) for r in real]}
+    return {name: youden_threshold(np.array(s), good) for name, s in scores.items()}
 
 
 def sample_weights(real: np.ndarray) -> np.ndarray:

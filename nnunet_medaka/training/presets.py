@@ -53,6 +53,8 @@ PRESETS: dict = {
     },
 }
 
+# the choices of `nnunet-medaka pseudolabel --filter` (nnunet_medaka.pseudolabel.predict.FILTERS, a later stage)
+FILTERS = ("quality", "fold_agreement", "soft_dice_confidence", "mean_max_softmax")
 _CONFIG_KEYS = ("num_epochs", "iterations_per_epoch", "val_iterations_per_epoch", "initial_lr", "mirroring",
                 "cpu_threads", "final_validation")
 
@@ -90,6 +92,9 @@ RUN_DEFAULTS = {
     "kd_temperature": MedakaConfig.kd_temperature,
     "parallel_folds": 1,  # teacher folds trained at the same time (CPU: the cores are shared out between them)
     "student_init": "random",  # random | teacher: start the student from its teacher fold's weights
+    # what decides which pseudo-labels are used: the quality classifier's P(good), or a label-free signal of the
+    # teacher's ensemble (`nnunet-medaka pseudolabel --filter`)
+    "filter": "quality",
     # share of a student's training samples drawn from the labeled cases; None: nnU-Net's uniform draw over cases
     "labeled_share": MedakaConfig.labeled_share,
 }
@@ -147,6 +152,9 @@ def _setting_problems(s: dict) -> list:
     out.append(("student_init", None if s["student_init"] in ("random", "teacher") else
                 "random (nnU-Net's initialisation) or teacher (start from the teacher fold's weights)"))
     out.append(("acceptance", None if s["acceptance"] in ("case", "organ", "none") else "case, organ or none"))
+    out.append(("filter", None if s["filter"] in FILTERS and s["filter"] != "fold_agreement" else
+                "quality, soft_dice_confidence or mean_max_softmax (fold_agreement needs a threshold of its own: "
+                "`nnunet-medaka pseudolabel --filter fold_agreement --threshold T`)"))
     out.append(("configuration", None if isinstance(s["configuration"], str) and s["configuration"] else
                 "an nnU-Net configuration, e.g. 2d or 3d_fullres"))
     out.append(("small_plans", None if s["small_plans"] is None or isinstance(s["small_plans"], dict) else

@@ -25,6 +25,21 @@ def test_decisions_per_mode():
         decide(None, ["sphere", "box"], "case", None)
 
 
+def test_a_label_free_signal_decides_and_a_missing_value_rejects():
+    signals = {"sphere": {"mean_max_softmax": 0.95}, "box": {"mean_max_softmax": None}}  # box not predicted
+    assert decide(signals, ["sphere", "box"], "organ", 0.9, key="mean_max_softmax") == (
+        {"sphere": "accept", "box": "reject"}, "partial")
+    signals["box"]["mean_max_softmax"] = 0.91
+    assert decide(signals, ["sphere", "box"], "case", 0.9, key="mean_max_softmax")[1] == "accept"
+
+
+def test_the_filter_choices_are_written_once_for_each_stage():
+    from nnunet_medaka.pseudolabel.predict import FILTERS
+    from nnunet_medaka.training.presets import FILTERS as SETTING_CHOICES
+
+    assert FILTERS == SETTING_CHOICES
+
+
 def test_ignore_region_is_dilated_mask_plus_uncertain_voxels_keeping_accepted_organs():
     seg = np.zeros((12, 12, 12), np.uint8)
     seg[4:7, 4:7, 4:7] = 2  # rejected organ

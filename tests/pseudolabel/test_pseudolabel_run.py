@@ -115,6 +115,33 @@ def test_fold_signals_without_changing_the_ensemble(unlabeled, trained_teacher, 
     assert {r["fold_agreement"] for r in rows} == {"1.000000"}
 
 
+def test_a_label_free_signal_filters_without_a_quality_model(unlabeled, trained_teacher, nnunet_env, tmp_path):
+    """--filter mean_max_softmax --threshold T: an organ is accepted exactly when its recorded signal reaches T, and
+    the summary names the filter; a signal filter without a threshold or a quality model is refused up front."""
+    from nnunet_medaka.cli import main
+
+    images, gt = unlabeled
+    base = ["pseudolabel", "-m", str(trained_teacher), "-i", str(images), "--disable-tta", "-device", "cpu", "--quiet"]
+    with environ(nnunet_env):
+        assert main([*base, "-o", str(tmp_path / "probe")]) == 0  # acceptance none: read the signal's values
+        values = sorted(float(r["mean_max_softmax"] or 0) for r in csv.DictReader((tmp_path / "probe" / TABLE_FILE).open()))
+        distinct = sorted(set(values))
+        k = len(distinct) // 2
+        threshold = (distinct[k - 1] + distinct[k]) / 2  # between two values: about half the organs pass
+        assert main([*base, "-o", str(tmp_path / "pl"), "--filter", "mean_max_softmax", "--threshold", str(threshold),
+                     "--acceptance", "organ", "--ground-truth", str(gt)]) == 0
+        assert main([*base, "-o", str(tmp_path / "refused"), "--filter", "soft_dice_confidence", "--acceptance",
+                     "case"]) == 2
+    assert not (tmp_path / "refused").exists()
+    rows = list(csv.DictReader((tmp_path / "pl" / TABLE_FILE).open()))
+    for r in rows:
+        passed = r["mean_max_softmax"] != "" and float(r["mean_max_softmax"]) >= threshold
+        assert r["decision"] == ("accept" if passed else "reject"), r
+    assert {r["decision"] for r in rows} == {"accept", "reject"}
+    summary = json.loads((tmp_path / "pl" / SUMMARY_FILE).read_text())
+    assert summary["filter"] == "mean_max_softmax" and summary["threshold"] == threshold
+
+
 class SimulatedKill(BaseException):
     """Stands for kill -9: nothing after it runs, no cleanup (BaseException passes every `except Exception`)."""
 

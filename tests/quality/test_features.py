@@ -144,3 +144,27 @@ def test_tta_pairwise_dice_on_hand_built_masks():
     assert mixed["other"] == 0.0
     with pytest.raises(ValueError):
         pairwise_dice([a], labels)
+
+
+def test_signal_thresholds_on_the_real_out_of_fold_rows():
+    """The label-free signals' operating points: Youden J on the real rows only; the Soft Dice Confidence rebuilt
+    from the features equals its closed form on the probability map; an absent organ scores 0."""
+    from nnunet_medaka.pseudolabel.signals import soft_dice_confidence
+    from nnunet_medaka.quality.model import signal_thresholds
+
+    p = np.array([0.9, 0.8, 0.3, 0.1])  # one organ's probability on four voxels, the first two its mask
+    mask = np.array([True, True, False, False])
+    r, m = p.sum() / mask.sum(), p[~mask].sum() / p.sum()  # soft_hard_ratio, missing_mass
+    assert 2 * r * (1 - m) / (r + 1) == pytest.approx(soft_dice_confidence(p, mask))
+
+    def row(iou, softmax, ratio, missing, real=True, present=1):
+        return {"real": real, "present": present, "iou": iou, "mean_max_softmax": softmax, "soft_hard_ratio": ratio,
+                "missing_mass": missing}
+
+    rows = [row(0.9, 0.95, 1.0, 0.0), row(0.8, 0.9, 1.0, 0.05), row(0.5, 0.7, 0.8, 0.4), row(0.4, 0.6, 0.7, 0.5),
+            row(0.95, 0.1, 0.1, 0.9, real=False),  # a corrupted copy: not used
+            row(0.3, float("nan"), float("nan"), float("nan"), present=0)]  # organ missing: scores 0
+    thresholds = signal_thresholds(rows, tau=0.7)
+    assert thresholds["mean_max_softmax"] == pytest.approx(0.9)
+    assert thresholds["soft_dice_confidence"] == pytest.approx(2 * 0.95 / 2)
+    assert signal_thresholds([row(0.9, 0.9, 1, 0, real=False)], 0.7) == {}
