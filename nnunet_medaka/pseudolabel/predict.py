@@ -272,6 +272,7 @@ def _run_cases(t: Teacher, unlabeled, output: Path, todo: list, settings: dict, 
     organs = t.organs
     n_labels = len(t.labels)
     ignore_label = settings["ignore_label"]
+    by = settings.get("filter", "quality")  # what decides: the quality model's p_good or a signal (--filter)
 
     def load(case: str):
         """Read and preprocess one case (in a helper thread, overlapping the previous case's prediction)."""
@@ -329,7 +330,6 @@ def _run_cases(t: Teacher, unlabeled, output: Path, todo: list, settings: dict, 
             signals = organ_signals(probabilities, segmentation, {} if lm.has_regions else organs, fold_maps)
             t_signals = time.perf_counter() - t2
             scores = None if scorer is None else scorer(image, probabilities, list(properties["spacing"]))
-            by = settings.get("filter", "quality")
             organ_decisions, case_decision = decide(scores if by == "quality" else signals, list(organs),
                                                     settings["acceptance"], settings["threshold"],
                                                     key="p_good" if by == "quality" else by)

@@ -47,9 +47,9 @@ def fold_agreement(fold_segmentations: Sequence[np.ndarray], label: int) -> Opti
 
 def soft_dice_confidence(probability: np.ndarray, mask: np.ndarray) -> Optional[float]:
     """Soft Dice between the probability map of one organ and its predicted mask; None when both are empty."""
-    p = probability.astype(np.float64, copy=False)
-    denominator = float(p.sum()) + float(np.count_nonzero(mask))
-    return None if denominator == 0 else 2.0 * float(p[mask].sum()) / denominator
+    # summed in float64 without a float64 copy of the map (a whole volume per organ on large scans)
+    denominator = float(probability.sum(dtype=np.float64)) + float(np.count_nonzero(mask))
+    return None if denominator == 0 else 2.0 * float(probability[mask].sum(dtype=np.float64)) / denominator
 
 
 def organ_signals(probabilities: np.ndarray, segmentation: np.ndarray, organs: Mapping[str, int],
