@@ -239,7 +239,8 @@ def run_experiment(
 
 
 def _write_results(graph, nodes: list, state, out: Path, record: dict, n_bootstrap: int) -> dict:
-    from nnunet_medaka.pipeline.experiment_results import quality_on_unlabeled, write_experiment_results
+    from nnunet_medaka.pipeline.experiment_results import write_experiment_results
+    from nnunet_medaka.pseudolabel.outputs import quality_on_unlabeled
     from nnunet_medaka.training.comparison import read_case_scores
 
     labels = graph.dataset_json["labels"]

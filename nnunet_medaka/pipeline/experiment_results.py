@@ -13,11 +13,11 @@ from typing import Mapping, Optional, Sequence
 
 from nnunet_medaka.files import read_json, write_json_atomic, write_text_atomic
 from nnunet_medaka.pipeline.layout import ExperimentLayout
-from nnunet_medaka.pseudolabel.signals import judge_signals, signals_table
+from nnunet_medaka.pseudolabel.signals import signals_table
 from nnunet_medaka.training.comparison import CSV_COLUMNS, compare_rows, summarize_table, verdict
 from nnunet_medaka.training.evaluation import plot_delta_heatmap
 
-__all__ = ["answer_lines", "quality_on_unlabeled", "write_experiment_results"]
+__all__ = ["answer_lines", "write_experiment_results"]
 
 MIN_CASES = 10  # below this many test cases the answers add that the bootstrap understates the uncertainty
 
@@ -141,32 +141,6 @@ def answer_lines(entries: Sequence[Mapping], table: Sequence[Mapping], *, fracti
     return lines, answers
 
 
-def quality_on_unlabeled(pseudolabels: os.PathLike | str, *, tau: float) -> dict:
-    """The quality classifier on the unlabeled cases whose ground truth was given, and the accepted counts.
-
-    Returns
-    -------
-    dict
-        ``n`` (organ predictions with ground truth), ``auroc`` (detecting IoU < tau from P(good)), ``spearman``
-        (predicted vs true IoU), ``cases``, ``cases_for_student``, ``organs_accepted``, ``organs_rejected``, the
-        mean true IoU of the accepted and of the rejected organs (``iou_accepted``, ``iou_rejected``; None if
-        undefined), and ``signals``: every score judged by the true IoU (`pseudolabel.signals.judge_signals`).
-    """
-    folder = Path(pseudolabels)
-    summary = read_json(folder / "pseudolabel_summary.json", what="the pseudo-labels' summary")
-    out = {"cases": summary["finished"], "cases_for_student": len(summary["cases_for_student"]),
-           "organs_accepted": summary["organs_accepted"], "organs_rejected": summary["organs_rejected"],
-           "n": 0, "auroc": None, "spearman": None,
-           "iou_accepted": summary.get("true_iou", {}).get("accepted_organs_mean"),
-           "iou_rejected": summary.get("true_iou", {}).get("rejected_organs_mean")}
-    with open(folder / "pseudolabels.csv", newline="") as f:
-        out["signals"] = judge_signals(list(csv.DictReader(f)), tau)
-    judged = out["signals"]["signals"]
-    if "p_good" in judged:
-        out.update(n=judged["p_good"]["n"], auroc=judged["p_good"]["auroc"], spearman=judged["predicted_iou"]["spearman"])
-    return out
-
-
 def _markdown(results: Mapping, answer: list) -> str:
     organs = results["organs"]
     lines = [f"# Experiment on {results['dataset']} (preset {results['preset']})", "", *answer, "",
@@ -198,11 +172,13 @@ def _markdown(results: Mapping, answer: list) -> str:
         lines += ["", f"Pseudo-labels and the quality filter (tau {results['settings']['tau']}), per fraction and seed: "
                   "AUROC of detecting IoU < tau and Spearman of predicted vs true IoU, on the unlabeled cases whose "
                   "ground truth was given (evaluation only).", "",
-                  "| fraction | seed | organ predictions with ground truth | AUROC | Spearman | pseudo-qc: cases accepted | "
-                  "organs accepted | true IoU accepted / rejected organs | pseudo-all: cases used |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| fraction | seed | organ predictions with ground truth | AUROC | Spearman | filter | pseudo-qc: cases "
+                  "accepted | organs accepted | true IoU accepted / rejected organs | pseudo-all: cases used |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for q in quality:
+            chosen = q.get("filter", "quality") + (" (auto)" if q.get("filter_reason") else "")
             lines.append(f"| {q['fraction']:g} | {q['seed']} | {q['n']} | {_fmt(q['auroc'])} | {_fmt(q['spearman'])} | "
+                         f"{chosen} | "
                          f"{q['cases_for_student']}/{q['cases']} | {q['organs_accepted']}/"
                          f"{q['organs_accepted'] + q['organs_rejected']} | {_fmt(q.get('iou_accepted'))} / "
                          f"{_fmt(q.get('iou_rejected'))} | {'n/a' if q.get('all_cases') is None else q['all_cases']} |")
@@ -210,6 +186,9 @@ def _markdown(results: Mapping, answer: list) -> str:
             lines += ["", f"Every score of the pseudo-labels of fraction {q['fraction']:g}, seed {q['seed']}, against their "
                       "true IoU (higher score = better pseudo-label; AURC: lower is better):", "",
                       *signals_table(q["signals"], results["settings"]["tau"])]
+            if q.get("filter_reason"):
+                lines += ["", f"Filter of this seed, chosen without the pool's ground truth: "
+                          f"{q['filter_reason'].removeprefix('auto: ')}."]
     lines += ["", f"Per case and organ: `results.csv`; everything above as data: `results.json`; plot: "
               f"`{Path(results['paths']['plot']).name}`; logs: `logs/`; state: `experiment_state.json`."]
     return "\n".join(lines) + "\n"
@@ -226,7 +205,7 @@ def write_experiment_results(out: os.PathLike | str, table: Sequence[Mapping], *
     table : sequence of mapping
         One dict per row × fraction × seed × test case × organ (`CSV_COLUMNS`).
     quality : sequence of mapping
-        Per (fraction, seed) `quality_on_unlabeled` results, with ``fraction``, ``seed`` and ``all_cases``.
+        Per (fraction, seed) `nnunet_medaka.pseudolabel.outputs.quality_on_unlabeled` results, with ``fraction``, ``seed`` and ``all_cases``.
     wall : mapping, optional
         ``(row, fraction) -> {"own": s, "total": s}``.
 

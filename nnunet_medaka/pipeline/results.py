@@ -88,9 +88,11 @@ def run_summary_text(results: Mapping, *, table: Optional[str] = None) -> str:
         rule = ("none, every pseudo-label is used" if pseudo["acceptance"] == "none" or pseudo.get("threshold") is None
                 else f"{by} ≥ {pseudo['threshold']:.3f} per organ (unless given, the threshold `qc train` chose on "
                 "the teacher's out-of-fold predictions)")
+        reason = (pseudo.get("filter_reason") or "").removeprefix("auto: ")
+        why = f" Chosen by `filter=auto`: {reason}." if reason else ""
         lines += ["", f"Pseudo-labels: {pseudo['finished']} unlabeled cases, acceptance `{pseudo['acceptance']}`: "
                   f"{pseudo['cases_accepted']} accepted, {pseudo['cases_partial']} partly, {pseudo['cases_rejected']} "
-                  f"rejected; {len(pseudo['cases_for_student'])} went into the student dataset. Filter: {rule}."]
+                  f"rejected; {len(pseudo['cases_for_student'])} went into the student dataset. Filter: {rule}.{why}"]
         per_organ = pseudo.get("per_organ", {})
         if per_organ:
             lines.append("Accepted per organ: " + ", ".join(f"{o} {v['accepted']}/{v['accepted'] + v['rejected']}"

@@ -28,7 +28,7 @@ from typing import Iterable, Optional
 from nnunet_medaka.files import claim_folder, read_json, write_json_atomic
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["FAILED_FILE", "SETTINGS_FILE", "SUMMARY_FILE", "TABLE_COLUMNS", "TABLE_FILE", "finished_cases",
+__all__ = ["FAILED_FILE", "quality_on_unlabeled", "SETTINGS_FILE", "SUMMARY_FILE", "TABLE_COLUMNS", "TABLE_FILE", "finished_cases",
            "format_table", "merge_pseudolabels", "prepare_output", "read_records", "read_settings",
            "remove_stale_temporaries", "summarize", "write_record", "write_results"]
 
@@ -162,6 +162,7 @@ def summarize(settings: dict, records: dict, failures: dict) -> dict:
         "failed": sorted(failures),
         "acceptance": settings["acceptance"],
         **({"filter": settings["filter"]} if "filter" in settings else {}),  # absent: the quality model's P(good)
+        **({"filter_reason": settings["filter_reason"]} if "filter_reason" in settings else {}),  # --filter auto
         "threshold": settings["threshold"],
         "cases_accepted": decisions.count("accept"),
         "cases_partial": decisions.count("partial"),
@@ -299,3 +300,33 @@ def merge_pseudolabels(output: os.PathLike | str, sources: Iterable[os.PathLike 
             if not (output / "records" / f"{case}.json").is_file():
                 write_json_atomic(output / "failures" / f"{case}.json", failure)
     return write_results(output)
+
+
+def quality_on_unlabeled(pseudolabels: os.PathLike | str, *, tau: float) -> dict:
+    """The quality classifier on the unlabeled cases whose ground truth was given, and the accepted counts.
+
+    Returns
+    -------
+    dict
+        ``n`` (organ predictions with ground truth), ``auroc`` (detecting IoU < tau from P(good)), ``spearman``
+        (predicted vs true IoU), ``cases``, ``cases_for_student``, ``organs_accepted``, ``organs_rejected``, the
+        mean true IoU of the accepted and of the rejected organs (``iou_accepted``, ``iou_rejected``; None if
+        undefined), ``filter`` (what decided; ``filter_reason`` when ``filter=auto`` chose it) and ``signals``:
+        every score judged by the true IoU (`pseudolabel.signals.judge_signals`).
+    """
+    from nnunet_medaka.pseudolabel.signals import judge_signals
+
+    folder = Path(pseudolabels)
+    summary = read_json(folder / SUMMARY_FILE, what="the pseudo-labels' summary")
+    out = {"cases": summary["finished"], "cases_for_student": len(summary["cases_for_student"]),
+           "organs_accepted": summary["organs_accepted"], "organs_rejected": summary["organs_rejected"],
+           "n": 0, "auroc": None, "spearman": None,
+           "iou_accepted": summary.get("true_iou", {}).get("accepted_organs_mean"),
+           "iou_rejected": summary.get("true_iou", {}).get("rejected_organs_mean"),
+           "filter": summary.get("filter", "quality"), "filter_reason": summary.get("filter_reason")}
+    with open(folder / TABLE_FILE, newline="") as f:
+        out["signals"] = judge_signals(list(csv.DictReader(f)), tau)
+    judged = out["signals"]["signals"]
+    if "p_good" in judged:
+        out.update(n=judged["p_good"]["n"], auroc=judged["p_good"]["auroc"], spearman=judged["predicted_iou"]["spearman"])
+    return out

@@ -43,7 +43,7 @@ __all__ = ["Scorer", "pseudolabel"]
 
 # (image (C,Z,Y,X), probabilities (K,Z,Y,X), spacing) -> {organ: {"predicted_iou": float, "p_good": float, ...}}
 Scorer = Callable[[np.ndarray, np.ndarray, Sequence[float]], dict]
-FILTERS = ("quality", *SIGNALS)  # see --filter
+FILTERS = ("quality", *SIGNALS, "auto")  # see --filter
 SETTINGS_FORMAT = "nnunet-medaka-pseudolabels"
 
 
@@ -53,7 +53,7 @@ def _check_options(acceptance: str, threshold: Optional[float], ignore_band: int
         raise MedakaError(f"--acceptance {acceptance!r}: expected one of {', '.join(ACCEPTANCE_MODES)}")
     if filter_by not in FILTERS:
         raise MedakaError(f"--filter {filter_by!r}: expected one of {', '.join(FILTERS)}")
-    if acceptance != "none" and not has_model and filter_by == "quality":
+    if acceptance != "none" and not has_model and filter_by in ("quality", "auto"):
         raise MedakaError(f"--acceptance {acceptance} filters pseudo-labels with a quality model, but none was given; "
                           "add --quality-model PATH (train one with `nnunet-medaka qc train`) or use --acceptance none")
     if acceptance != "none" and not has_model and threshold is None:
@@ -105,7 +105,7 @@ def _quality_scorer(quality_model, teacher: Teacher) -> tuple[Scorer, float, str
                                                                      "model_folder")}
     check_compatible(model, labels=teacher.organs, teacher=identity, n_channels=len(teacher.labels))
     return (lambda image, probabilities, spacing: score_case(model, image, probabilities, spacing),
-            float(model.accept_threshold), str(model.path), dict(model.training.get("signal_thresholds") or {}))
+            float(model.accept_threshold), str(model.path), dict(model.training))
 
 
 def pseudolabel(
@@ -169,10 +169,12 @@ def pseudolabel(
         (tests, custom filters); ``threshold`` then defaults to 0.5.
     progress : bool
         Show a progress bar (cases/s).
-    filter_by : {"quality", "fold_agreement", "soft_dice_confidence", "mean_max_softmax"}
+    filter_by : {"quality", "fold_agreement", "soft_dice_confidence", "mean_max_softmax", "auto"}
         What ``threshold`` applies to: the quality model's ``p_good``, or a label-free signal
         (`nnunet_medaka.pseudolabel.signals`); for a signal the default threshold is the one ``qc train`` chose on
-        the teacher's out-of-fold predictions (Youden J), which the folds' agreement has none of.
+        the teacher's out-of-fold predictions (Youden J), which the folds' agreement has none of. ``auto``: the one
+        the quality model's training chose on those predictions (`nnunet_medaka.quality.model.choose_filter`);
+        the settings record it and why (``filter_reason``).
 
     Returns
     -------
@@ -202,9 +204,20 @@ def pseudolabel(
             raise MedakaError(f"{unlabeled.folder}: case ids {clash[:5]} are also labeled cases of the teacher's dataset "
                               f"{t.dataset_name}; rename the unlabeled images (case ids must be unique in the student "
                               "dataset)")
-    model_path, given = None, threshold
+    model_path, given, filter_reason = None, threshold, None
+    if filter_by == "auto" and quality_model is None:
+        raise MedakaError("--filter auto chooses by the evidence a quality model holds; add --quality-model PATH "
+                          "(`nnunet-medaka qc train`)")
     if quality_model is not None:
-        scorer, model_threshold, model_path, by_signal = _quality_scorer(quality_model, t)
+        scorer, model_threshold, model_path, training = _quality_scorer(quality_model, t)
+        if filter_by == "auto":
+            if "auto_filter" not in training:
+                raise MedakaError(f"--filter auto: the quality model {model_path} was trained before `qc train` "
+                                  "compared the filters; retrain it (`nnunet-medaka qc train ... --overwrite`) or name "
+                                  "a filter")
+            filter_by, filter_reason = training["auto_filter"], f"auto: {training['auto_filter_reason']}"
+            log.info("--filter auto -> %s (%s)", filter_by, training["auto_filter_reason"])
+        by_signal = training.get("signal_thresholds") or {}
         threshold = (model_threshold if filter_by == "quality" else by_signal.get(filter_by)) if given is None else given
         if threshold is None and acceptance != "none":
             raise MedakaError(f"--filter {filter_by}: the quality model {model_path} holds no threshold for it (`qc "
@@ -227,6 +240,7 @@ def pseudolabel(
         "cases": cases,
         "acceptance": acceptance,
         **({"filter": filter_by} if filter_by != "quality" else {}),  # absent: folders made before resume
+        **({"filter_reason": filter_reason} if filter_reason else {}),
         "threshold": threshold,
         "ignore_band": ignore_band if acceptance == "organ" else None,
         "band_probability": band_probability if acceptance == "organ" else None,
@@ -437,8 +451,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="case: drop cases with a rejected organ; organ: rejected organs (+ band) become the ignore "
                    "label; none: accept all (default: case with --quality-model, none without)")
     p.add_argument("--filter", choices=FILTERS, default="quality",
-                   help="what decides: the quality model's P(good) (default), or a label-free signal of the "
-                   "teacher's ensemble (fold_agreement, soft_dice_confidence, mean_max_softmax)")
+                   help="what decides: the quality model's P(good) (default), a label-free signal of the "
+                   "teacher's ensemble (fold_agreement, soft_dice_confidence, mean_max_softmax), or auto: whichever "
+                   "ranked the teacher's out-of-fold predictions best when `qc train` fitted the quality model "
+                   "(the classifier only when it beats every signal)")
     p.add_argument("--threshold", type=float,
                    help="accept an organ when its score (P(good) or the --filter signal) >= this (default: the "
                    "quality model's, chosen by `qc train`)")

@@ -18,7 +18,7 @@ from nnunet_medaka.quality.features import FEATURE_NAMES, feature_matrix, refere
 from nnunet_medaka.quality.score import QualityModel
 
 __all__ = ["fit_quality_model", "grouped_folds", "grouped_predictions", "sample_weights", "choose_threshold",
-           "signal_thresholds", "youden_threshold", "versions"]
+           "choose_filter", "filter_evidence", "signal_thresholds", "youden_threshold", "versions"]
 
 
 def versions() -> dict:
@@ -75,23 +75,60 @@ def youden_threshold(p_good: np.ndarray, good: np.ndarray) -> float:
     return best_t
 
 
+def _signal_values(real_rows: Sequence[Mapping]) -> dict:
+    """The label-free signals of the rows, recomputed from their features as the pseudo-label stage computes them from
+    the ensemble's softmax: ``mean_max_softmax`` is a feature, the Soft Dice Confidence
+    ``2 sum(p y) / (sum(p) + sum(y))`` is ``2 r (1 - m) / (r + 1)`` with ``r`` the soft/hard volume ratio and ``m``
+    the missing mass. An organ absent from a prediction scores 0."""
+    value = lambda r, f: float(r[f]) if r["present"] and np.isfinite(float(r[f])) else 0.0
+    return {"mean_max_softmax": np.array([value(r, "mean_max_softmax") for r in real_rows]),
+            "soft_dice_confidence": np.array([2 * value(r, "soft_hard_ratio") * (1 - value(r, "missing_mass"))
+                                              / (value(r, "soft_hard_ratio") + 1) for r in real_rows])}
+
+
 def signal_thresholds(rows: Sequence[Mapping], tau: float) -> dict:
     """Per label-free signal, the Youden-J threshold for "IoU >= tau" on the real out-of-fold rows (organs pooled):
-    the operating point a signal filter uses when none is given. Computed from the rows' features, as the
-    pseudo-label stage computes the same signals from the ensemble's softmax: ``mean_max_softmax`` is a feature, the
-    Soft Dice Confidence ``2 sum(p y) / (sum(p) + sum(y))`` is ``2 r (1 - m) / (r + 1)`` with ``r`` the
-    soft/hard volume ratio and ``m`` the missing mass. An organ absent from a prediction scores 0. The folds'
+    the operating point a signal filter uses when none is given (signals as in `_signal_values`). The folds'
     agreement has no such rows (every fold saw the labeled cases but one), so it gets no threshold here.
     """
     real = [r for r in rows if r["real"]]
     if not real:
         return {}
     good = np.array([r["iou"] >= tau for r in real])
-    value = lambda r, f: float(r[f]) if r["present"] and np.isfinite(float(r[f])) else 0.0
-    scores = {"mean_max_softmax": [value(r, "mean_max_softmax") for r in real],
-              "soft_dice_confidence": [2 * value(r, "soft_hard_ratio") * (1 - value(r, "missing_mass"))
-                                       / (value(r, "soft_hard_ratio") + 1) for r in real]}
-    return {name: youden_threshold(np.array(s), good) for name, s in scores.items()}
+    return {name: youden_threshold(s, good) for name, s in _signal_values(real).items()}
+
+
+def filter_evidence(rows: Sequence[Mapping], p_good: np.ndarray, tau: float) -> dict:
+    """AUROC for "IoU >= tau" on the real out-of-fold rows: the classifier's grouped out-of-fold ``p_good``
+    (aligned with ``rows``) and each label-free signal of `_signal_values` (nothing fitted, so no CV needed); empty
+    when those rows hold one class only. The evidence ``choose_filter`` decides on, without any unlabeled ground
+    truth."""
+    from sklearn.metrics import roc_auc_score
+
+    real = np.array([bool(r["real"]) for r in rows])
+    good = np.array([r["iou"] >= tau for r in rows])[real]
+    if good.all() or not good.any():
+        return {}
+    scores = {"quality": np.nan_to_num(np.asarray(p_good, float)[real], nan=0.0),
+              **_signal_values([r for r in rows if r["real"]])}
+    return {name: round(float(roc_auc_score(good, s)), 4) for name, s in scores.items()}
+
+
+def choose_filter(evidence: Mapping[str, float]) -> tuple[str, str]:
+    """The filter ``--filter auto`` uses: the quality classifier only when its grouped out-of-fold AUROC beats every
+    label-free signal's, else the best signal (simpler, nothing learned; on pseudo-labels of unlabeled pools the
+    signals ranked better, docs/results/fair-baseline-hippocampus.md). Returns (filter, reason)."""
+    if "quality" not in evidence:
+        return "quality", ("no evidence (the real out-of-fold predictions are all good or all bad): the quality "
+                           "classifier's P(good)")
+    signals = {k: v for k, v in evidence.items() if k != "quality"}
+    best = max(sorted(signals), key=signals.get)
+    if evidence["quality"] > signals[best]:
+        return "quality", (f"the quality classifier's grouped out-of-fold AUROC {evidence['quality']:.3f} beats the "
+                           f"best label-free signal ({best}, {signals[best]:.3f})")
+    return best, (f"{best}: AUROC {signals[best]:.3f} on the teacher's out-of-fold predictions, against "
+                  f"{evidence['quality']:.3f} for the quality classifier's grouped out-of-fold P(good); a learned "
+                  "model is used only when it beats the best signal")
 
 
 def sample_weights(real: np.ndarray) -> np.ndarray:
@@ -190,6 +227,11 @@ def fit_quality_model(rows: Sequence[Mapping], reference_rows: Sequence[Mapping]
     accept_threshold : float, optional
         Fixed operating point on ``p_good``; default: the Youden-optimal threshold on grouped out-of-fold
         predictions of these rows (real and corrupted).
+
+    Notes
+    -----
+    The grouped out-of-fold predictions also give ``training["filter_evidence"]`` (`filter_evidence`) and the
+    filter ``--filter auto`` uses, ``training["auto_filter"]`` with its ``auto_filter_reason`` (`choose_filter`).
     """
     if not 0 < tau < 1:
         raise MedakaError(f"tau={tau!r}: expected an IoU threshold strictly between 0 and 1")
@@ -198,8 +240,12 @@ def fit_quality_model(rows: Sequence[Mapping], reference_rows: Sequence[Mapping]
     organs = sorted(labels, key=labels.get)
     iou = np.asarray([r["iou"] for r in rows], float)
     info = dict(training_info or {})
+    # a fixed threshold on a single case needs no CV, and gets no evidence either
+    oof = (grouped_predictions(rows, reference_rows, organs, tau=tau, n_splits=n_splits, seed=seed)
+           if accept_threshold is None or len({r["case"] for r in rows}) > 1 else None)
+    info["filter_evidence"] = {} if oof is None else filter_evidence(rows, oof["p_good"], tau)
+    info["auto_filter"], info["auto_filter_reason"] = choose_filter(info["filter_evidence"])
     if accept_threshold is None:
-        oof = grouped_predictions(rows, reference_rows, organs, tau=tau, n_splits=n_splits, seed=seed)
         accept_threshold, info["accept_threshold_rule"] = choose_threshold(
             oof["p_good"], iou, [bool(r["real"]) for r in rows], tau)
     else:

@@ -54,7 +54,7 @@ PRESETS: dict = {
 }
 
 # the choices of `nnunet-medaka pseudolabel --filter` (nnunet_medaka.pseudolabel.predict.FILTERS, a later stage)
-FILTERS = ("quality", "fold_agreement", "soft_dice_confidence", "mean_max_softmax")
+FILTERS = ("quality", "fold_agreement", "soft_dice_confidence", "mean_max_softmax", "auto")
 _CONFIG_KEYS = ("num_epochs", "iterations_per_epoch", "val_iterations_per_epoch", "initial_lr", "mirroring",
                 "cpu_threads", "final_validation")
 
@@ -92,8 +92,10 @@ RUN_DEFAULTS = {
     "kd_temperature": MedakaConfig.kd_temperature,
     "parallel_folds": 1,  # teacher folds trained at the same time (CPU: the cores are shared out between them)
     "student_init": "random",  # random | teacher: start the student from its teacher fold's weights
-    # what decides which pseudo-labels are used: the quality classifier's P(good), or a label-free signal of the
-    # teacher's ensemble (`nnunet-medaka pseudolabel --filter`)
+    # what decides which pseudo-labels are used: the quality classifier's P(good), a label-free signal of the
+    # teacher's ensemble, or auto: whichever ranked the teacher's out-of-fold predictions best (the classifier only
+    # when it beats every signal), as `nnunet-medaka pseudolabel --filter`; the default stays the classifier until
+    # students trained with another filter are measured against it (docs/reference/settings.md)
     "filter": "quality",
     # share of a student's training samples drawn from the labeled cases; None: nnU-Net's uniform draw over cases
     "labeled_share": MedakaConfig.labeled_share,
@@ -153,7 +155,7 @@ def _setting_problems(s: dict) -> list:
                 "random (nnU-Net's initialisation) or teacher (start from the teacher fold's weights)"))
     out.append(("acceptance", None if s["acceptance"] in ("case", "organ", "none") else "case, organ or none"))
     out.append(("filter", None if s["filter"] in FILTERS and s["filter"] != "fold_agreement" else
-                "quality, soft_dice_confidence or mean_max_softmax (fold_agreement needs a threshold of its own: "
+                "auto, quality, soft_dice_confidence or mean_max_softmax (fold_agreement needs a threshold of its own: "
                 "`nnunet-medaka pseudolabel --filter fold_agreement --threshold T`)"))
     out.append(("configuration", None if isinstance(s["configuration"], str) and s["configuration"] else
                 "an nnU-Net configuration, e.g. 2d or 3d_fullres"))

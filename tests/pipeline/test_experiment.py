@@ -187,7 +187,7 @@ def test_two_experiments_compare_through_their_results_csv(tmp_path):
 
 
 def test_quality_on_unlabeled_reports_true_iou_of_accepted_and_rejected(tmp_path):
-    from nnunet_medaka.pipeline.experiment_results import quality_on_unlabeled
+    from nnunet_medaka.pseudolabel.outputs import quality_on_unlabeled
 
     folder = tmp_path / "pl"
     folder.mkdir()
@@ -198,7 +198,8 @@ def test_quality_on_unlabeled_reports_true_iou_of_accepted_and_rejected(tmp_path
     (folder / "pseudolabels.csv").write_text("\n".join(lines) + "\n")
     (folder / "pseudolabel_summary.json").write_text(json.dumps({
         "finished": 2, "cases_for_student": ["u1"], "organs_accepted": 2, "organs_rejected": 2,
-        "true_iou": {"accepted_organs_mean": 0.75, "rejected_organs_mean": 0.35}}))
+        "true_iou": {"accepted_organs_mean": 0.75, "rejected_organs_mean": 0.35}, "filter": "mean_max_softmax",
+        "filter_reason": "auto: mean_max_softmax: AUROC 0.900 ..."}))
     q = quality_on_unlabeled(folder, tau=0.5)
     assert (q["n"], q["auroc"], q["spearman"]) == (4, 1.0, pytest.approx(1.0))
     assert (q["iou_accepted"], q["iou_rejected"], q["cases_for_student"]) == (0.75, 0.35, 1)
@@ -206,7 +207,9 @@ def test_quality_on_unlabeled_reports_true_iou_of_accepted_and_rejected(tmp_path
     write_experiment_results(tmp_path, table, dataset="Dataset500_Hand", preset="quick", settings={"tau": 0.5},
                              rows=["teacher", "pseudo-qc-kd"], fractions=[0.33], seeds=[0], organs=["sphere", "box"],
                              n_test=12, quality=[{**q, "fraction": 0.33, "seed": 0, "all_cases": 2}])
-    assert "| 0.33 | 0 | 4 | 1.000 | 1.000 | 1/2 | 2/4 | 0.750 / 0.350 | 2 |" in (tmp_path / "results.md").read_text()
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| 0.33 | 0 | 4 | 1.000 | 1.000 | mean_max_softmax (auto) | 1/2 | 2/4 | 0.750 / 0.350 | 2 |" in markdown
+    assert "chosen without the pool's ground truth: mean_max_softmax: AUROC 0.900" in markdown
 
 
 def test_results_md_says_what_was_not_run(tmp_path):

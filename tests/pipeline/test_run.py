@@ -203,6 +203,10 @@ def test_summary_compares_the_student_with_the_stronger_baseline_of_equal_budget
     assert "2 went into the student dataset. Filter: the quality classifier's P(good) ≥ 0.086 per organ" in text
     text = summary({"teacher": 0.62, "student": 0.65}, pseudo_labels=dict(pseudo, acceptance="none", threshold=None))
     assert "Filter: none, every pseudo-label is used." in text
+    text = summary({"teacher": 0.62, "student": 0.65}, pseudo_labels=dict(
+        pseudo, filter="mean_max_softmax", filter_reason="auto: mean_max_softmax: AUROC 0.900 ..."))
+    assert "Filter: mean_max_softmax ≥ 0.086 per organ" in text
+    assert "Chosen by `filter=auto`: mean_max_softmax: AUROC 0.900 ...." in text
     # results.json of earlier versions: teacher and student only, no baseline key
     text = summary({"teacher": 0.60, "student": 0.65})
     assert "higher than the stronger baseline, the teacher" in text and "equal training budgets" not in text

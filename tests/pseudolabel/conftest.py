@@ -59,9 +59,10 @@ def pseudo_none(trained_teacher, unlabeled, nnunet_env, tmp_path_factory) -> Pat
     return out
 
 
-def make_quality_model(path: Path, teacher_folder: Path, *, labels=None, good=("sphere",), trainer=None) -> Path:
+def make_quality_model(path: Path, teacher_folder: Path, *, labels=None, good=("sphere",), trainer=None,
+                       training=None) -> Path:
     """A real quality model file whose trees decide on the organ alone: organs in ``good`` get P(good) = 1 and
-    predicted IoU 0.9, the others 0 and 0.2."""
+    predicted IoU 0.9, the others 0 and 0.2; ``training`` as `qc train` stores it (signal thresholds, auto filter)."""
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
     from nnunet_medaka.quality.features import FEATURE_NAMES
@@ -79,7 +80,8 @@ def make_quality_model(path: Path, teacher_folder: Path, *, labels=None, good=("
                          feature_names=tuple(FEATURE_NAMES), reference={},
                          regressor=DecisionTreeRegressor().fit(x, [0.9 if g else 0.2 for g in is_good]),
                          classifier=DecisionTreeClassifier().fit(x, is_good) if len(set(is_good)) > 1 else None,
-                         constant_p_good=float(is_good[0]) if len(set(is_good)) == 1 else 1.0)
+                         constant_p_good=float(is_good[0]) if len(set(is_good)) == 1 else 1.0,
+                         training=dict(training or {}))
     return save_quality_model(model, path)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import N_UNLABELED, environ
+from conftest import N_UNLABELED, environ, make_quality_model
 from nnunet_medaka.pseudolabel.outputs import SUMMARY_FILE, TABLE_COLUMNS, TABLE_FILE
 
 
@@ -140,6 +140,24 @@ def test_a_label_free_signal_filters_without_a_quality_model(unlabeled, trained_
     assert {r["decision"] for r in rows} == {"accept", "reject"}
     summary = json.loads((tmp_path / "pl" / SUMMARY_FILE).read_text())
     assert summary["filter"] == "mean_max_softmax" and summary["threshold"] == threshold
+
+    # --filter auto: the filter and threshold the quality model's training chose, and why, in the summary
+    reason = "mean_max_softmax: AUROC 0.900 on the teacher's out-of-fold predictions, against 0.700 ..."
+    chosen = make_quality_model(tmp_path / "q_auto", trained_teacher, good=("sphere", "box"), training={
+        "auto_filter": "mean_max_softmax", "auto_filter_reason": reason,
+        "signal_thresholds": {"mean_max_softmax": threshold}})
+    old = make_quality_model(tmp_path / "q_old", trained_teacher, good=("sphere", "box"))
+    with environ(nnunet_env):
+        assert main([*base, "-o", str(tmp_path / "auto"), "--filter", "auto", "--quality-model", str(chosen),
+                     "--acceptance", "organ"]) == 0
+        assert main([*base, "-o", str(tmp_path / "auto_old"), "--filter", "auto", "--quality-model", str(old)]) == 2
+        assert main([*base, "-o", str(tmp_path / "auto_none"), "--filter", "auto", "--acceptance", "case"]) == 2
+    assert not (tmp_path / "auto_old").exists() and not (tmp_path / "auto_none").exists()
+    auto = json.loads((tmp_path / "auto" / SUMMARY_FILE).read_text())
+    assert auto["filter"] == "mean_max_softmax" and auto["threshold"] == threshold
+    assert auto["filter_reason"] == f"auto: {reason}"
+    decisions = [r["decision"] for r in csv.DictReader((tmp_path / "auto" / TABLE_FILE).open())]
+    assert decisions == [r["decision"] for r in rows]  # the same signal and threshold: the same decisions
 
 
 class SimulatedKill(BaseException):

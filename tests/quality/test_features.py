@@ -168,3 +168,28 @@ def test_signal_thresholds_on_the_real_out_of_fold_rows():
     assert thresholds["mean_max_softmax"] == pytest.approx(0.9)
     assert thresholds["soft_dice_confidence"] == pytest.approx(2 * 0.95 / 2)
     assert signal_thresholds([row(0.9, 0.9, 1, 0, real=False)], 0.7) == {}
+
+
+def test_filter_auto_prefers_a_signal_unless_the_classifier_ranks_better():
+    """`filter_evidence` judges the classifier's out-of-fold P(good) and every signal on the real rows only;
+    `choose_filter` takes the classifier only when it beats every signal, and says so."""
+    from nnunet_medaka.quality.model import choose_filter, filter_evidence
+
+    def row(iou, softmax, real=True):
+        return {"real": real, "present": 1, "iou": iou, "mean_max_softmax": softmax, "soft_hard_ratio": 1.0,
+                "missing_mass": 1.0 - softmax}
+
+    rows = [row(0.9, 0.95), row(0.8, 0.7), row(0.5, 0.9), row(0.4, 0.6), row(0.1, 0.99, real=False)]
+    perfect = np.array([0.9, 0.8, 0.2, 0.1, 0.0])  # the classifier separates good (iou >= 0.7) from bad
+    evidence = filter_evidence(rows, perfect, tau=0.7)
+    assert evidence["quality"] == 1.0 and evidence["mean_max_softmax"] == pytest.approx(0.75)
+    assert set(evidence) == {"quality", "mean_max_softmax", "soft_dice_confidence"}
+    name, reason = choose_filter(evidence)
+    assert name == "quality" and "beats" in reason
+    swapped = filter_evidence(rows, perfect[::-1].copy(), tau=0.7)  # the classifier ranks them backwards
+    name, reason = choose_filter(swapped)
+    assert name in ("mean_max_softmax", "soft_dice_confidence") and f"{swapped[name]:.3f}" in reason
+    tie = {"quality": 0.8, "mean_max_softmax": 0.8, "soft_dice_confidence": 0.7}
+    assert choose_filter(tie)[0] == "mean_max_softmax"  # a tie goes to the signal: nothing learned
+    assert filter_evidence([row(0.9, 0.9), row(0.8, 0.5)], np.array([0.5, 0.5]), 0.7) == {}  # one class only
+    assert choose_filter({})[0] == "quality"

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from helpers import run_checked, tool
 from nnunet_medaka.errors import MedakaError
+from nnunet_medaka.quality.model import choose_filter
 from nnunet_medaka.quality.score import check_compatible, load_quality_model, score_case
 
 
@@ -47,6 +48,11 @@ def test_qc_train_writes_model_features_and_report(quality_folder, teacher_cv):
     assert 0 < model.tau < 1 and 0 <= model.accept_threshold <= 1
     assert model.teacher["model_folder"] == teacher_cv.model_folder.name
     assert model.teacher["folds"] == [0, 1] and model.teacher["dataset"] == teacher_cv.dataset.name
+    # the evidence `--filter auto` decides on: every candidate judged on the real out-of-fold rows, and the choice
+    evidence = model.training["filter_evidence"]
+    assert set(evidence) == {"quality", "mean_max_softmax", "soft_dice_confidence"} or evidence == {}
+    assert all(0 <= v <= 1 for v in evidence.values())
+    assert (model.training["auto_filter"], model.training["auto_filter_reason"]) == choose_filter(evidence)
     rows = _csv(quality_folder / "features.csv")
     assert {r["source"] for r in rows if r["real"] == "1"} == {"oof"}
     assert sum(r["real"] == "1" for r in rows) == 6 * 2  # every case's out-of-fold prediction, per organ
