@@ -30,7 +30,7 @@ SUBCOMMANDS = (
     ("nnunet_medaka.environment", "add_passthrough_parsers"),  # train, predict
     ("nnunet_medaka.training.export", "add_parser"),  # export-plain
     ("nnunet_medaka.quality.commands", "add_parser"),  # qc train|score|evaluate
-    ("nnunet_medaka.pseudolabel.predict", "add_parser"),  # pseudolabel, pseudolabel-merge
+    ("nnunet_medaka.pseudolabel.commands", "add_parser"),  # pseudolabel, pseudolabel-merge
     ("nnunet_medaka.pseudolabel.student", "add_parser"),  # build-student
     ("nnunet_medaka.pipeline.run", "add_parser"),  # run
     ("nnunet_medaka.pipeline.experiment_command", "add_parser"),  # experiment

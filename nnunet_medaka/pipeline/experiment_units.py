@@ -47,7 +47,9 @@ from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.files import files_fingerprint, link_or_copy, remove, staged_folder, write_json_atomic
 from nnunet_medaka.pipeline.engine import Node, Step
 from nnunet_medaka.pipeline.layout import ExperimentLayout, parse_unit_key, unit_key
-from nnunet_medaka.pipeline.steps import Unit, build_student_step, evaluate_step, pseudolabel_step, quality_step, train_step
+from nnunet_medaka.pipeline.steps import (
+    Unit, build_student_step, evaluate_step, pseudolabel_inputs, pseudolabel_step, quality_step, train_step,
+)
 from nnunet_medaka.training.stock import (
     STUDENT_TRAINER, TEACHER_TRAINER, cmd, plan_args, plans_name, threads_per_training, write_cv_splits,
 )
@@ -242,7 +244,7 @@ class UnitGraph:
                 quality = unit.folders.quality
                 nodes.append(Node(f"{u}/quality", {k: s[k] for k in ("tau", "corruptions_per_organ")}, teacher_folds,
                                   quality_step(unit)))
-                by = {"filter": s["filter"]} if s["filter"] != "quality" else {}  # older folders resume as they were
+                by = pseudolabel_inputs(s)  # older folders resume as they were
                 nodes.append(Node(f"{u}/pseudolabel", {"acceptance": s["acceptance"], "mirroring": unit.mirroring, **by},
                                   [f"{u}/quality", *teacher_folds], self._pseudolabel(unit, unit.folders.pseudolabels,
                                                                                       s["acceptance"], quality)))

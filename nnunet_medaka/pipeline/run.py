@@ -34,7 +34,9 @@ from nnunet_medaka.files import claim_folder, files_fingerprint, read_json, remo
 from nnunet_medaka.conversion.split import split_layout
 from nnunet_medaka.pipeline.engine import Node, RunState, Step, print_events, run_graph
 from nnunet_medaka.pipeline.layout import RUN_STAGES, RunLayout
-from nnunet_medaka.pipeline.steps import Unit, build_student_step, evaluate_step, pseudolabel_step, quality_step, train_step
+from nnunet_medaka.pipeline.steps import (
+    Unit, build_student_step, evaluate_step, pseudolabel_inputs, pseudolabel_step, quality_step, train_step,
+)
 from nnunet_medaka.training.estimate import describe, disk_estimate
 from nnunet_medaka.training.presets import RUN_DEFAULTS, resolve_settings
 from nnunet_medaka.training.stock import (
@@ -196,7 +198,6 @@ def run_pipeline(dataset: str, out: os.PathLike | str, *, preset: str = "quick",
         if settings["student_init"] == "teacher" else (lambda f: [])
     kd = [*config_assignments(settings), ("seed", settings["seed"]), ("teacher", str(teacher.folder)),
           ("kd_weight", settings["kd_weight"]), ("kd_temperature", settings["kd_temperature"])]
-    filter_input = {"filter": settings["filter"]} if settings["filter"] != "quality" else {}  # older folders resume
     # on a CPU the student and its baseline train side by side with half the cores each (as the teacher's folds)
     side_threads = threads_per_training(settings["cpu_threads"], device, 1 if device == "cuda" else 2)
     plan_keys = ("configuration", "small_plans", "num_epochs", "iterations_per_epoch", "val_iterations_per_epoch",
@@ -208,7 +209,7 @@ def run_pipeline(dataset: str, out: os.PathLike | str, *, preset: str = "quick",
                     train_step(unit, teacher, unit.folds, role="teacher", npz=True, parallel=settings["parallel_folds"])),
         "quality": ({k: settings[k] for k in ("tau", "corruptions_per_organ")}, quality_step(unit)),
         "pseudolabel": ({"images": files_fingerprint([unlabeled]), "acceptance": settings["acceptance"],
-                         "mirroring": unit.mirroring, **filter_input},
+                         "mirroring": unit.mirroring, **pseudolabel_inputs(settings)},
                         pseudolabel_step(unit, layout.pseudolabels, acceptance=settings["acceptance"],
                                          quality=layout.quality, ground_truth=unlabeled_gt)),
         "student-dataset": ({"student_id": student_id, "kd": [settings["kd_weight"], settings["kd_temperature"]]},

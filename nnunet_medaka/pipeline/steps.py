@@ -185,11 +185,20 @@ def quality_step(unit: Unit) -> Step:
     return Step(commands, run, reset=lambda: remove(folder))
 
 
+def pseudolabel_inputs(settings: dict) -> dict:
+    """The pseudo-label settings a stage's inputs record beyond acceptance, only where they differ from the old
+    behaviour (so folders made before a setting existed resume as they were)."""
+    return {**({"filter": settings["filter"]} if settings.get("filter", "quality") != "quality" else {}),
+            **({"voxel_confidence": settings["voxel_confidence"]} if settings.get("voxel_confidence") is not None
+               else {})}
+
+
 def pseudolabel_step(unit: Unit, output: Path, *, acceptance: str, quality: Optional[Path], ground_truth: Optional[Path]
                      ) -> Step:
     """The teacher's fold ensemble on the unlabeled pool, scored and filtered (``nnunet-medaka pseudolabel``)."""
     teacher = unit.model().folder
     by = unit.settings.get("filter", "quality") if acceptance != "none" else "quality"  # what decides (--filter)
+    gate = unit.settings.get("voxel_confidence")  # voxel gating, any acceptance
 
     def run(say) -> dict:
         from nnunet_medaka.pseudolabel.predict import pseudolabel
@@ -197,12 +206,13 @@ def pseudolabel_step(unit: Unit, output: Path, *, acceptance: str, quality: Opti
         gt = ground_truth if ground_truth is not None and ground_truth.is_dir() else None
         result = pseudolabel(teacher, unit.raw, output, folds=unit.folds, quality_model=quality, acceptance=acceptance,
                              mirroring=unit.mirroring, device=unit.device, ground_truth=gt, teacher_raw=unit.raw,
-                             progress=False, filter_by=by)
+                             progress=False, filter_by=by, voxel_confidence=gate)
         return {"folder": str(output), "summary": result.get("summary")}
 
     commands = lambda: [cmd("nnunet-medaka", [
         "pseudolabel", "-m", teacher, "-f", *unit.folds, "-i", unit.raw, "-o", output, *(["-q", quality] if quality else []),
-        "--acceptance", acceptance, *(["--filter", by] if by != "quality" else []), "-device", unit.device,
+        "--acceptance", acceptance, *(["--filter", by] if by != "quality" else []),
+        *(["--voxel-confidence", gate] if gate is not None else []), "-device", unit.device,
         *([] if unit.mirroring else ["--disable-tta"])])]
     return Step(commands, run, reset=lambda: remove(output))
 

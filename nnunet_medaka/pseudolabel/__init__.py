@@ -4,9 +4,10 @@ Runs the teacher on unlabeled images, keeps the pseudo-labels the quality classi
 nnU-Net dataset that shares the teacher's preprocessing, with pseudo-labeled cases in training folds only.
 Imports the shared top-level modules and the stages before it.
 
-Modules: ``inputs`` (teacher folder and unlabeled images, checked), ``acceptance`` (case/organ/none decisions and
-the ignore-label band), ``outputs`` (records, ``pseudolabels.csv``, summary, merging shards), ``predict``
-(``nnunet-medaka pseudolabel``, ``pseudolabel-merge``), ``student`` (``nnunet-medaka build-student``). Heavy imports
+Modules: ``inputs`` (teacher folder and unlabeled images, checked), ``signals`` (label-free signals of the fold
+ensemble), ``acceptance`` (case/organ/none decisions, the ignore-label band, voxel gating), ``outputs`` (records,
+``pseudolabels.csv``, summary, merging shards), ``predict`` (the pseudo-label run), ``commands`` (its CLI:
+``nnunet-medaka pseudolabel``, ``pseudolabel-merge``), ``student`` (``nnunet-medaka build-student``). Heavy imports
 (torch, nnU-Net) stay inside functions.
 """
 

@@ -10,6 +10,11 @@ Acceptance granularity (``--acceptance``):
            band is the organ's predicted mask dilated by ``ignore_band`` voxels (a ball), plus every voxel where the
            teacher gives the organ a probability of at least ``band_probability``. Voxels of accepted organs stay.
 ``none``   every pseudo-label is accepted as predicted (the "no quality filter" ablation).
+
+Voxel gating (``--voxel-confidence P``, any mode) works below the organ: in every label map written, the voxels
+where the teacher ensemble's top probability is below P become the ignore label too, so the student's
+supervised loss skips the voxels the teacher was unsure of (mostly organ borders); the KD term, where used,
+still sees the teacher's soft targets there.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import numpy as np
 
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["ACCEPTANCE_MODES", "apply_organ_rejection", "decide", "ignore_region"]
+__all__ = ["ACCEPTANCE_MODES", "apply_organ_rejection", "decide", "gate_voxels", "ignore_region"]
 
 ACCEPTANCE_MODES = ("case", "organ", "none")
 
@@ -132,4 +137,29 @@ def apply_organ_rejection(segmentation: np.ndarray, probabilities: Optional[np.n
                                 band_probability=band_probability)
     replaceable = (segmentation == 0) | np.isin(segmentation, np.asarray(list(rejected)))
     out[region & replaceable] = ignore_label
+    return out
+
+
+def gate_voxels(label_map: np.ndarray, probabilities: np.ndarray, confidence: float, ignore_label: int) -> np.ndarray:
+    """Voxel-level gating: set to ``ignore_label`` every voxel whose top class probability is below ``confidence``.
+
+    Parameters
+    ----------
+    label_map : np.ndarray, (Z, Y, X)
+        The training label map (the argmax, possibly with rejected organs already ignored).
+    probabilities : np.ndarray, (K, Z, Y, X)
+        The teacher ensemble's softmax on the same grid.
+    confidence : float
+        In (0, 1]; 1 ignores every voxel not predicted with certainty.
+    ignore_label : int
+
+    Returns
+    -------
+    np.ndarray
+        A new array (dtype wide enough for ``ignore_label``); ``label_map`` is left as it was.
+    """
+    if probabilities.shape[1:] != label_map.shape:
+        raise MedakaError(f"probabilities {probabilities.shape} do not match the label map {label_map.shape}")
+    out = label_map.astype(np.uint8 if ignore_label < 256 else np.uint16, copy=True)
+    out[probabilities.max(axis=0) < confidence] = ignore_label
     return out

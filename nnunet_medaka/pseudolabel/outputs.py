@@ -170,8 +170,13 @@ def summarize(settings: dict, records: dict, failures: dict) -> dict:
         "cases_for_student": sorted(used),
         "organs_accepted": sum(o["decision"] == "accept" for o in organs),
         "organs_rejected": sum(o["decision"] == "reject" for o in organs),
+        **({"voxel_confidence": settings["voxel_confidence"]} if "voxel_confidence" in settings else {}),
         "per_organ": {},
     }
+    totals = [r["voxels_total"] for c, r in records.items() if c in used and "voxels_total" in r]
+    if totals:  # the share of the student's pseudo-labeled voxels set to the ignore label (organ and voxel gating)
+        summary["ignored_voxel_share"] = round(sum(records[c].get("ignored_voxels", 0) for c in used
+                                                   if "voxels_total" in records[c]) / sum(totals), 6)
     if with_truth:
         summary["true_iou"] = {
             "accepted_organs_mean": _mean([o["true_iou"] for o in with_truth if o["decision"] == "accept"]),

@@ -13,7 +13,6 @@ of the sorted case list; ``nnunet-medaka pseudolabel-merge`` then writes the tab
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
@@ -27,13 +26,12 @@ import numpy as np
 
 from nnunet_medaka.files import check_complete, resolve_device, write_json_atomic
 from nnunet_medaka.errors import MedakaError
-from nnunet_medaka.pseudolabel.acceptance import ACCEPTANCE_MODES, apply_organ_rejection, decide
+from nnunet_medaka.pseudolabel.acceptance import ACCEPTANCE_MODES, apply_organ_rejection, decide, gate_voxels
 from nnunet_medaka.pseudolabel.inputs import (
     Teacher, find_unlabeled_images, labeled_case_ids, resolve_teacher, teacher_raw_dataset,
 )
 from nnunet_medaka.pseudolabel.outputs import (
-    FAILED_FILE, TABLE_FILE, finished_cases, merge_pseudolabels, prepare_output, remove_stale_temporaries,
-    write_record, write_results,
+    FAILED_FILE, finished_cases, prepare_output, remove_stale_temporaries, write_record, write_results,
 )
 from nnunet_medaka.pseudolabel.signals import SIGNALS, ensemble_logits, organ_signals
 
@@ -48,7 +46,8 @@ SETTINGS_FORMAT = "nnunet-medaka-pseudolabels"
 
 
 def _check_options(acceptance: str, threshold: Optional[float], ignore_band: int, band_probability: Optional[float],
-                   num_parts: int, part_id: int, has_model: bool, filter_by: str = "quality") -> None:
+                   num_parts: int, part_id: int, has_model: bool, filter_by: str = "quality",
+                   voxel_confidence: Optional[float] = None) -> None:
     if acceptance not in ACCEPTANCE_MODES:
         raise MedakaError(f"--acceptance {acceptance!r}: expected one of {', '.join(ACCEPTANCE_MODES)}")
     if filter_by not in FILTERS:
@@ -63,6 +62,9 @@ def _check_options(acceptance: str, threshold: Optional[float], ignore_band: int
         raise MedakaError(f"--threshold {threshold}: expected a probability in [0, 1]")
     if isinstance(ignore_band, bool) or not isinstance(ignore_band, int) or ignore_band < 0:
         raise MedakaError(f"--ignore-band {ignore_band!r}: expected a whole number of voxels >= 0")
+    if voxel_confidence is not None and not 0 < voxel_confidence <= 1:
+        raise MedakaError(f"--voxel-confidence {voxel_confidence}: expected a probability in (0, 1] (voxels whose "
+                          "top probability is below it become the ignore label)")
     if band_probability is not None and not 0 < band_probability <= 1:
         raise MedakaError(f"--band-probability {band_probability}: expected a probability in (0, 1]")
     if num_parts < 1 or not 0 <= part_id < num_parts:
@@ -131,6 +133,7 @@ def pseudolabel(
     scorer: Optional[Scorer] = None,
     progress: bool = True,
     filter_by: str = "quality",
+    voxel_confidence: Optional[float] = None,
 ) -> dict:
     """Pseudo-label unlabeled images with a teacher and decide which pseudo-labels the student may use.
 
@@ -175,6 +178,9 @@ def pseudolabel(
         the teacher's out-of-fold predictions (Youden J), which the folds' agreement has none of. ``auto``: the one
         the quality model's training chose on those predictions (`nnunet_medaka.quality.model.choose_filter`);
         the settings record it and why (``filter_reason``).
+    voxel_confidence : float, optional
+        Voxel gating: in every label map written, voxels whose ensemble top probability is below this become the
+        ignore label (`nnunet_medaka.pseudolabel.acceptance.gate_voxels`); off by default.
 
     Returns
     -------
@@ -191,7 +197,7 @@ def pseudolabel(
         acceptance = "none" if quality_model is None and scorer is None and (
             filter_by == "quality" or threshold is None) else "case"
     _check_options(acceptance, threshold, ignore_band, band_probability, num_parts, part_id,
-                   quality_model is not None or scorer is not None, filter_by)
+                   quality_model is not None or scorer is not None, filter_by, voxel_confidence)
     t = resolve_teacher(teacher, folds, checkpoint)
     unlabeled = find_unlabeled_images(images, t, ground_truth)
     labeled = labeled_case_ids(t, teacher_raw_dataset(t, teacher_raw, required=teacher_raw is not None))
@@ -244,6 +250,7 @@ def pseudolabel(
         "threshold": threshold,
         "ignore_band": ignore_band if acceptance == "organ" else None,
         "band_probability": band_probability if acceptance == "organ" else None,
+        **({"voxel_confidence": voxel_confidence} if voxel_confidence is not None else {}),  # absent: older folders
         "quality_model": model_path,
         "mirroring": bool(mirroring),
         "tile_step_size": float(tile_step_size),
@@ -355,6 +362,8 @@ def _run_cases(t: Teacher, unlabeled, output: Path, todo: list, settings: dict, 
                                                   band_probability=settings["band_probability"])
             else:
                 label_map = segmentation
+            if settings.get("voxel_confidence") is not None:
+                label_map = gate_voxels(label_map, probabilities, settings["voxel_confidence"], ignore_label)
             del probabilities
             counts = np.bincount(segmentation.ravel(), minlength=n_labels)
             label_file = Path("labels") / f"{case}{ending}"
@@ -376,7 +385,8 @@ def _run_cases(t: Teacher, unlabeled, output: Path, todo: list, settings: dict, 
                     "true_iou": None if truth is None else float(iou(segmentation == label, truth == label)),
                 } for organ, label in organs.items()],
                 "case_decision": case_decision,
-                "ignored_voxels": int(np.count_nonzero(label_map == ignore_label)) if case_decision == "partial" else 0,
+                "ignored_voxels": int(np.count_nonzero(label_map == ignore_label)) if label_map is not segmentation else 0,
+                "voxels_total": int(label_map.size),
                 "seconds": {"read_preprocess": round(t_read, 4), "predict": round(t1 - t0, 4),
                             "export": round(t2 - t1, 4), "signals": round(t_signals, 4),
                             "score": round(t3 - t2 - t_signals, 4), "write": round(t4 - t3, 4)},
@@ -393,92 +403,3 @@ def _run_cases(t: Teacher, unlabeled, output: Path, todo: list, settings: dict, 
     write_json_atomic(output / "runs" / f"part-{part_id}-of-{num_parts}.json", timing)
     return {"processed": processed, "failed": failed, "seconds": timing["seconds"],
             "cases_per_second": timing["cases_per_second"], "peak_rss_mb": timing["peak_rss_mb"]}
-
-
-def _run(args: argparse.Namespace) -> int:
-    result = pseudolabel(
-        args.teacher, args.input, args.output, folds=args.folds, checkpoint=args.checkpoint,
-        quality_model=args.quality_model, acceptance=args.acceptance, threshold=args.threshold,
-        ignore_band=args.ignore_band, band_probability=args.band_probability, ground_truth=args.ground_truth,
-        teacher_raw=args.teacher_raw, mirroring=not args.disable_tta, tile_step_size=args.step_size,
-        device=args.device, num_parts=args.num_parts, part_id=args.part_id, overwrite=args.overwrite,
-        progress=not args.quiet, filter_by=args.filter,
-    )
-    rate = f", {result['cases_per_second']:.3f} cases/s" if result["cases_per_second"] else ""
-    print(f"{result['output']}: {result['processed']} case(s) pseudo-labelled, {result['skipped']} already done"
-          f"{rate}")
-    if "summary" in result:
-        s = result["summary"]
-        print(f"acceptance {s['acceptance']}: {s['cases_accepted']} accepted, {s['cases_partial']} partial, "
-              f"{s['cases_rejected']} rejected of {s['finished']} case(s); table: {Path(result['output']) / TABLE_FILE}")
-        failed = s["failed"]
-    else:
-        failed = sorted(result["failed"])
-    if failed:
-        print(f"{len(failed)} case(s) could not be read and were skipped: {', '.join(failed)} "
-              f"(see {Path(result['output']) / FAILED_FILE}); fix them and run the same command again")
-        return 1
-    return 0
-
-
-def _run_merge(args: argparse.Namespace) -> int:
-    summary = merge_pseudolabels(args.output, args.parts or ())
-    print(f"{Path(args.output) / TABLE_FILE}: {summary['finished']} case(s); {summary['cases_accepted']} accepted, "
-          f"{summary['cases_partial']} partial, {summary['cases_rejected']} rejected")
-    if summary["failed"]:
-        print(f"{len(summary['failed'])} case(s) failed: {', '.join(summary['failed'])}")
-        return 1
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "pseudolabel",
-        help="teacher predicts unlabeled images; quality scores, accept/reject, pseudolabels.csv (resumable, shardable)",
-        description="Runs nnU-Net's predictor (the teacher's fold ensemble) on unlabeled images, scores each "
-        "prediction with the quality model while its probabilities are in memory, and writes the label maps, "
-        "records and pseudolabels.csv into OUTPUT. Run the same command again to resume after an interruption.",
-    )
-    p.add_argument("-m", "--teacher", required=True, metavar="MODEL_FOLDER",
-                   help="teacher model folder nnUNet_results/DatasetXXX_Name/Trainer__Plans__configuration")
-    p.add_argument("-f", "--folds", nargs="+", default=["0"], help="teacher folds to ensemble (default 0; 'all' allowed)")
-    p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth", help="checkpoint name (default checkpoint_final.pth)")
-    p.add_argument("-i", "--input", required=True, metavar="IMAGES",
-                   help="folder of CASE_0000<ending> images, or a raw dataset declaring unlabeled_images (imagesUnlabeled/)")
-    p.add_argument("-o", "--output", required=True, help="output folder (labels/, records/, pseudolabels.csv)")
-    p.add_argument("-q", "--quality-model", metavar="PATH", help="quality model file or folder (nnunet-medaka qc train)")
-    p.add_argument("--acceptance", choices=ACCEPTANCE_MODES,
-                   help="case: drop cases with a rejected organ; organ: rejected organs (+ band) become the ignore "
-                   "label; none: accept all (default: case with --quality-model, none without)")
-    p.add_argument("--filter", choices=FILTERS, default="quality",
-                   help="what decides: the quality model's P(good) (default), a label-free signal of the "
-                   "teacher's ensemble (fold_agreement, soft_dice_confidence, mean_max_softmax), or auto: whichever "
-                   "ranked the teacher's out-of-fold predictions best when `qc train` fitted the quality model "
-                   "(the classifier only when it beats every signal)")
-    p.add_argument("--threshold", type=float,
-                   help="accept an organ when its score (P(good) or the --filter signal) >= this (default: the "
-                   "quality model's, chosen by `qc train`)")
-    p.add_argument("--ignore-band", type=int, default=2, metavar="VOXELS",
-                   help="organ acceptance: dilate a rejected organ by this many voxels into the ignore region (default 2)")
-    p.add_argument("--band-probability", type=float, default=0.1, metavar="P",
-                   help="organ acceptance: voxels where the rejected organ has probability >= P are ignored too (default 0.1)")
-    p.add_argument("--ground-truth", metavar="DIR", help="labels of the unlabeled images, for the true_iou column only")
-    p.add_argument("--teacher-raw", metavar="DIR", help="teacher's raw dataset (default $nnUNet_raw/<teacher dataset>)")
-    p.add_argument("--disable-tta", action="store_true", help="no test-time mirroring (8x faster in 3D)")
-    p.add_argument("-step_size", "--step-size", type=float, default=0.5, help="sliding-window step (default 0.5)")
-    p.add_argument("-device", "--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: cuda if available")
-    p.add_argument("-num_parts", "--num-parts", type=int, default=1, help="shard over N processes/machines (default 1)")
-    p.add_argument("-part_id", "--part-id", type=int, default=0, help="this shard, 0..N-1 (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="discard an existing output made with other settings")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run)
-
-    m = subparsers.add_parser(
-        "pseudolabel-merge",
-        help="after a sharded pseudolabel run: check every part finished and write pseudolabels.csv + summary",
-        description="Writes OUTPUT/pseudolabels.csv and pseudolabel_summary.json from the per-case records; "
-        "identical to what one unsharded run writes. Parts run on other machines are copied in with --from.",
-    )
-    m.add_argument("output", metavar="OUTPUT", help="the pseudolabel output folder")
-    m.add_argument("--from", dest="parts", nargs="+", metavar="DIR", help="output folders of parts that ran elsewhere")
-    m.set_defaults(func=_run_merge)

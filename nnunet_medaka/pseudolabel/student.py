@@ -187,7 +187,8 @@ def build_student(
         gone = [str(f) for f in files if not f.is_file()]
         if gone:
             raise MedakaError(f"{pseudolabels}: files of pseudo-labeled case {case} are missing: {gone}")
-    uses_ignore = any(records[c]["case_decision"] == "partial" for c in pseudo)
+    # organ acceptance or voxel gating (--voxel-confidence) set some voxels to the ignore label
+    uses_ignore = any(records[c]["case_decision"] == "partial" or records[c].get("ignored_voxels", 0) > 0 for c in pseudo)
     teacher_splits, splits_source = _teacher_splits(teacher.dataset_name, labeled)
 
     teacher_id = int(teacher.dataset_name[len("Dataset"):len("Dataset") + 3])

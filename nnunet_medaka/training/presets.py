@@ -99,6 +99,9 @@ RUN_DEFAULTS = {
     "filter": "quality",
     # share of a student's training samples drawn from the labeled cases; None: nnU-Net's uniform draw over cases
     "labeled_share": MedakaConfig.labeled_share,
+    # voxel gating of the pseudo-labels (`pseudolabel --voxel-confidence`): None, or a probability below which a
+    # voxel's pseudo-label becomes the ignore label
+    "voxel_confidence": None,
 }
 # Per-preset method defaults, each chosen by measurement (docs/results, CHANGELOG.md): cpu-demo accepts per organ (a teacher of
 # a few minutes has a weak organ in every case), starts the student from its teacher and keeps kd_weight 1; quick
@@ -157,6 +160,9 @@ def _setting_problems(s: dict) -> list:
     out.append(("filter", None if s["filter"] in FILTERS and s["filter"] != "fold_agreement" else
                 "auto, quality, soft_dice_confidence or mean_max_softmax (fold_agreement needs a threshold of its own: "
                 "`nnunet-medaka pseudolabel --filter fold_agreement --threshold T`)"))
+    v = s["voxel_confidence"]
+    out.append(("voxel_confidence", None if v is None or (not isinstance(v, bool) and isinstance(v, (int, float))
+                                                          and 0 < v <= 1) else "null or a probability in (0, 1]"))
     out.append(("configuration", None if isinstance(s["configuration"], str) and s["configuration"] else
                 "an nnU-Net configuration, e.g. 2d or 3d_fullres"))
     out.append(("small_plans", None if s["small_plans"] is None or isinstance(s["small_plans"], dict) else

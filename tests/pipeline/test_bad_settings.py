@@ -22,7 +22,7 @@ BAD = {
     "mirroring": "yes", "cpu_threads": 0, "final_validation": 1, "kd_weight": -1, "kd_temperature": 0,
     "seed": -1, "cv_folds": 1, "student_folds": [7], "parallel_folds": 0, "corruptions_per_organ": -3,
     "tau": 1.5, "student_init": "pretrained", "acceptance": "some", "configuration": "", "small_plans": "big",
-    "labeled_share": 1, "filter": "dice",
+    "labeled_share": 1, "filter": "dice", "voxel_confidence": 1.5,
 }
 
 

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from conftest import REJECT
 from nnunet_medaka.errors import MedakaError
-from nnunet_medaka.pseudolabel.acceptance import apply_organ_rejection, decide
+from nnunet_medaka.pseudolabel.acceptance import apply_organ_rejection, decide, gate_voxels
 from nnunet_medaka.pseudolabel.outputs import TABLE_FILE
 
 SCORES = {"sphere": {"p_good": 0.9}, "box": {"p_good": 0.3}}
@@ -53,6 +53,17 @@ def test_ignore_region_is_dilated_mask_plus_uncertain_voxels_keeping_accepted_or
     expected[(cross | (probs[2] >= 0.1)) & (seg != 1)] = 3
     np.testing.assert_array_equal(out, expected)
     assert (out[seg == 1] == 1).all() and out[0, 0, 0] == 0 and out[10, 10, 10] == 3
+
+
+def test_voxel_gating_ignores_exactly_the_uncertain_voxels():
+    seg = np.array([[[0, 1, 1, 2]]], np.uint8)
+    probs = np.array([[[[0.9, 0.05, 0.3, 0.1]]], [[[0.05, 0.9, 0.6, 0.1]]], [[[0.05, 0.05, 0.1, 0.8]]]], np.float32)
+    out = gate_voxels(seg, probs, 0.7, ignore_label=3)
+    np.testing.assert_array_equal(out, [[[0, 1, 3, 2]]])  # only the voxel whose top probability is 0.6
+    assert seg[0, 0, 2] == 1  # the input is left as it was
+    np.testing.assert_array_equal(gate_voxels(seg, probs, 1.0, ignore_label=300), [[[300, 300, 300, 300]]])
+    with pytest.raises(MedakaError, match="do not match"):
+        gate_voxels(seg, probs[:, :, :, :2], 0.5, ignore_label=3)
 
 
 def read(path):

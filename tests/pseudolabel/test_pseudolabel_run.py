@@ -159,6 +159,28 @@ def test_a_label_free_signal_filters_without_a_quality_model(unlabeled, trained_
     decisions = [r["decision"] for r in csv.DictReader((tmp_path / "auto" / TABLE_FILE).open())]
     assert decisions == [r["decision"] for r in rows]  # the same signal and threshold: the same decisions
 
+    # voxel gating: the probe's label maps, with the voxels the ensemble was unsure of set to the ignore label (3)
+    with environ(nnunet_env):
+        assert main([*base, "-o", str(tmp_path / "gated"), "--voxel-confidence", "0.9"]) == 0
+        assert main([*base, "-o", str(tmp_path / "bad_gate"), "--voxel-confidence", "0"]) == 2
+    assert not (tmp_path / "bad_gate").exists()
+    probe, gated = label_arrays(tmp_path / "probe"), label_arrays(tmp_path / "gated")
+    ignored = 0
+    for name, labels in gated.items():
+        kept = labels != 3
+        np.testing.assert_array_equal(labels[kept], probe[name][kept])
+        record = json.loads((tmp_path / "gated" / "records" / name.replace(".nii.gz", ".json")).read_text())
+        assert record["ignored_voxels"] == int((~kept).sum()) and record["voxels_total"] == labels.size
+        ignored += int((~kept).sum())
+    assert 0 < ignored < sum(a.size for a in gated.values())
+    summary = json.loads((tmp_path / "gated" / SUMMARY_FILE).read_text())
+    assert summary["voxel_confidence"] == 0.9
+    assert summary["ignored_voxel_share"] == pytest.approx(ignored / sum(a.size for a in gated.values()), abs=1e-6)
+    with environ(nnunet_env):  # every case accepted, none partial: the gated voxels alone make the student need it
+        assert main(["build-student", str(tmp_path / "gated"), "-d", "946", "-n", "GatedStudent", "-np", "1"]) == 0
+    student = json.loads((Path(nnunet_env["nnUNet_raw"]) / "Dataset946_GatedStudent" / "dataset.json").read_text())
+    assert student["labels"]["ignore"] == 3
+
 
 class SimulatedKill(BaseException):
     """Stands for kill -9: nothing after it runs, no cleanup (BaseException passes every `except Exception`)."""
