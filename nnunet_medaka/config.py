@@ -53,6 +53,10 @@ class MedakaConfig:
     # share of training samples drawn from the labeled cases of a student dataset (one listing its pseudo-labeled
     # cases); None: nnU-Net's uniform draw over cases, so the share is the labeled cases' share of the cases
     labeled_share: Optional[float] = None
+    # training-time augmentation: "nnunet" (nnUNetTrainer's pipeline) or "da5" (nnU-Net's own heavier one,
+    # nnUNetTrainerDA5: more rotation and scaling, and noise, blur, sharpening, local gamma, blank rectangles ...),
+    # the noisy-student recipe's "stronger augmentation for the student"
+    augmentation: str = "nnunet"
     # knowledge distillation (KDTrainer)
     teacher: Optional[str] = None
     teacher_folds: tuple = (0,)
@@ -168,6 +172,7 @@ _CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "initial_lr": _learning_rate,
     "cpu_threads": _optional_positive_int,
     "labeled_share": _optional_share,
+    "augmentation": _one_of("nnunet", "da5"),
     "teacher": _optional_path,
     "teacher_folds": _fold_list,
     "teacher_checkpoint": _non_empty_string,

@@ -118,7 +118,7 @@ def train_step(unit: Unit, model: Model, folds: Sequence, *, role: str, npz: boo
         if fold == "all":  # its validation cases would be its training cases
             keys.append(("final_validation", False))
         if model.dataset_id != unit.dataset_id:  # a student dataset: labeled + pseudo-labeled cases
-            keys.append(("labeled_share", s["labeled_share"]))
+            keys += [("labeled_share", s["labeled_share"]), ("augmentation", s["student_augmentation"])]
         if kd:
             keys += [("teacher", str(unit.model().folder)), ("teacher_folds", teacher_folds(fold)),
                      ("kd_weight", s["kd_weight"]), ("kd_temperature", s["kd_temperature"])]

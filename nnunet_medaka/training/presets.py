@@ -102,6 +102,9 @@ RUN_DEFAULTS = {
     # voxel gating of the pseudo-labels (`pseudolabel --voxel-confidence`): None, or a probability below which a
     # voxel's pseudo-label becomes the ignore label
     "voxel_confidence": None,
+    # the students' training augmentation (config key `augmentation`): nnunet, or da5 (nnU-Net's heavier pipeline,
+    # the noisy-student recipe); the teacher and the supervised baseline keep nnU-Net's
+    "student_augmentation": MedakaConfig.augmentation,
 }
 # Per-preset method defaults, each chosen by measurement (docs/results, CHANGELOG.md): cpu-demo accepts per organ (a teacher of
 # a few minutes has a weak organ in every case), starts the student from its teacher and keeps kd_weight 1; quick
@@ -141,6 +144,7 @@ def _setting_problems(s: dict) -> list:
     from nnunet_medaka.config import check_value
 
     out = [(k, check_value(k, s[k])) for k in (*_CONFIG_KEYS, "kd_weight", "kd_temperature", "labeled_share")]
+    out.append(("student_augmentation", check_value("augmentation", s["student_augmentation"])))
     out.append(("seed", None if _whole(s["seed"], 0) and s["seed"] < 2**31 else "an integer from 0 to 2**31 - 1"))
     out.append(("cv_folds", None if _whole(s["cv_folds"], 2) else
                 "a whole number >= 2 (the quality classifier learns from out-of-fold predictions)"))

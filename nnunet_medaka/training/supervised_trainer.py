@@ -54,6 +54,22 @@ class SupervisedTrainer(nnUNetTrainer):
         self.num_val_iterations_per_epoch = config.val_iterations_per_epoch
         self.initial_lr = config.initial_lr  # read by configure_optimizers (SGD + poly LR) inside initialize()
 
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        if self.medaka_config.augmentation == "da5":  # its rotation range and the patch size it needs for it
+            from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
+
+            return nnUNetTrainerDA5.configure_rotation_dummyDA_mirroring_and_inital_patch_size(self)
+        return super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+
+    def get_training_transforms(self, *args, **kwargs):
+        """nnU-Net's training pipeline, or with config key ``augmentation="da5"`` nnU-Net's heavier one
+        (``nnUNetTrainerDA5``'s, the same arguments); an instance method here so that the config can choose."""
+        if self.medaka_config.augmentation == "da5":
+            from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
+
+            return nnUNetTrainerDA5.get_training_transforms(*args, **kwargs)
+        return nnUNetTrainer.get_training_transforms(*args, **kwargs)
+
     def get_dataloaders(self):
         seed, share = self.medaka_config.seed, self.medaka_config.labeled_share
         if seed is None and share is None:

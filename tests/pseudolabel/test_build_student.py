@@ -58,8 +58,10 @@ def test_printed_command_trains_with_stock_nnunet(student_build, nnunet_env):
     line = next(l for l in printed.splitlines() if "nnUNetv2_train" in l)
     command = shlex.split(line.split("&&", 1)[1])
     assert command[:2] == ["nnUNetv2_train", str(STUDENT_ID)] and "KDTrainer" in command
-    # half of the samples from the labeled cases (their share of the cases is smaller)
-    run_checked([tool("nnunet-medaka"), "config", "-d", str(STUDENT_ID), "--set", "labeled_share=0.5"], nnunet_env)
+    # half of the samples from the labeled cases (their share of the cases is smaller), and the noisy student's
+    # heavier augmentation (3d here: nnUNetTrainerDA5's pipeline must run inside KDTrainer)
+    run_checked([tool("nnunet-medaka"), "config", "-d", str(STUDENT_ID), "--set", "labeled_share=0.5",
+                 "--set", "augmentation=da5"], nnunet_env)
     # one export worker in nnU-Net's final validation (fewer spawned interpreters on a CPU test machine)
     run_checked([tool(command[0]), *command[1:], "-device", "cpu"], dict(nnunet_env, nnUNet_def_n_proc="1"), timeout=900)
     fold = Path(nnunet_env["nnUNet_results"]) / raw.name / f"KDTrainer__{command[command.index('-p') + 1]}__3d_fullres" / "fold_0"
@@ -68,5 +70,5 @@ def test_printed_command_trains_with_stock_nnunet(student_build, nnunet_env):
     assert settings["config"]["kd_scope"] == "pseudo"
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert "This split has" in log and "Using splits from existing split file" in log
-    assert settings["config"]["labeled_share"] == 0.5
+    assert settings["config"]["labeled_share"] == 0.5 and settings["config"]["augmentation"] == "da5"
     assert "labeled cases drawn with probability 0.500 in all" in log and "pseudo-labeled 0.500" in log

@@ -42,3 +42,28 @@ def test_labeled_share_is_checked(value):
     with pytest.raises(MedakaError, match="labeled_share"):
         validate_config({"labeled_share": value})
     assert validate_config({"labeled_share": 0.5}).labeled_share == 0.5 and validate_config({}).labeled_share is None
+
+
+def test_augmentation_da5_is_nnunets_heavier_pipeline():
+    """Config key ``augmentation``: "da5" gives nnUNetTrainerDA5's training transforms (with its extra noise
+    transforms) for the same arguments, the default nnU-Net's own; anything else is refused."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    def names(pipeline) -> set:
+        found, todo = set(), [pipeline]
+        while todo:  # the composed transforms and the ones wrapped in RandomTransform / OneOfTransform
+            t = todo.pop()
+            found.add(type(t).__name__)
+            todo += list(getattr(t, "transforms", None) or []) + [x for x in [getattr(t, "transform", None)] if x]
+        return found
+
+    args = (np.array([32, 32]), (-0.5, 0.5), None, (0, 1), False)
+    kwargs = dict(use_mask_for_norm=[False], foreground_labels=[1, 2], ignore_label=None)
+    trainer = lambda aug: SimpleNamespace(medaka_config=validate_config({"augmentation": aug}))
+    default = names(SupervisedTrainer.get_training_transforms(trainer("nnunet"), *args, **kwargs))
+    da5 = names(SupervisedTrainer.get_training_transforms(trainer("da5"), *args, **kwargs))
+    assert default == names(nnUNetTrainer.get_training_transforms(*args, **kwargs))
+    assert {"BlankRectangleTransform", "SharpeningTransform"} <= da5 - default
+    assert validate_config({}).augmentation == "nnunet"
+    with pytest.raises(MedakaError, match="augmentation"):
+        validate_config({"augmentation": "heavy"})
