@@ -74,7 +74,8 @@ def _draw(cases: list, *, n_labeled: Optional[int], fraction: Optional[float], n
             raise MedakaError(f"fraction={fraction!r}: expected a number in (0, 1]")
         k = max(1, round(fraction * available))
     order = [cases[i] for i in np.random.default_rng(seed).permutation(n)]
-    return sorted(order[n_test:n_test + k]), sorted(order[n_test + k:]), sorted(order[:n_test])
+    # the unlabeled cases in draw order: a smaller pool (--unlabeled) is the first part of a larger one
+    return sorted(order[n_test:n_test + k]), order[n_test + k:], sorted(order[:n_test])
 
 
 def split_dataset(
@@ -89,6 +90,7 @@ def split_dataset(
     out_dir: Optional[os.PathLike | str] = None,
     overwrite: bool = False,
     link: bool = True,
+    n_unlabeled: Optional[int] = None,
 ) -> Path:
     """Write an experiment dataset: k labeled cases, an unlabeled pool with ground truth aside, a test set.
 
@@ -112,6 +114,11 @@ def split_dataset(
         Replace an existing dataset of the same name.
     link : bool
         Hard-link files where possible (default), else copy.
+    n_unlabeled : int, optional
+        Keep only this many unlabeled cases (default: all that are not labeled or test): the first of the seeded
+        draw, then the source's own pool in case order, so that with the same seed a smaller pool is part of a
+        larger one and the labeled and test cases stay the same (a pool-size curve). The others are left out
+        (``split.json``'s ``left_out``).
 
     Returns
     -------
@@ -156,6 +163,14 @@ def split_dataset(
         if clash:
             raise MedakaError(f"{source}: cases {clash[:5]} are both training and unlabeled cases; fix the source dataset")
     labeled, unlabeled, test = _draw(sorted(labeled_cases), n_labeled=n_labeled, fraction=fraction, n_test=n_test, seed=seed)
+    left_out = []
+    if n_unlabeled is not None:
+        if isinstance(n_unlabeled, bool) or not isinstance(n_unlabeled, int) or n_unlabeled < 0:
+            raise MedakaError(f"--unlabeled {n_unlabeled!r}: expected a whole number of unlabeled cases >= 0")
+        kept_pool = sorted(pool)[:max(0, n_unlabeled - len(unlabeled))]
+        left_out = sorted(unlabeled[n_unlabeled:] + [c for c in pool if c not in kept_pool])
+        unlabeled, pool = unlabeled[:n_unlabeled], {c: pool[c] for c in kept_pool}
+    unlabeled = sorted(unlabeled)
     target = target_folder(dataset_id, dataset_name, out_dir)
     if target.resolve() == source.resolve():
         raise MedakaError(f"{target}: is the source dataset; choose another id or name for the split")
@@ -203,6 +218,7 @@ def split_dataset(
             "unlabeled_from_source_pool": sorted(pool),
             "unlabeled_without_ground_truth": sorted(c for c in pool if pool[c]["label"] is None),
             "test": test,
+            "left_out": left_out,
             "folders": {"train": ["imagesTr", "labelsTr"], "unlabeled": [UNLABELED_IMAGES, UNLABELED_GT],
                         "test": ["imagesTs", "labelsTs"]},
             "files": "hard links" if linked and all(linked) else "copies" if not any(linked) else "hard links and copies",
@@ -215,7 +231,7 @@ def _run(args: argparse.Namespace) -> int:
     path = split_dataset(
         args.raw_dataset, dataset_id=args.dataset_id, dataset_name=args.name, n_labeled=args.labeled,
         fraction=args.fraction, n_test=args.test, seed=args.seed, out_dir=args.out_dir, overwrite=args.overwrite,
-        link=not args.copy,
+        link=not args.copy, n_unlabeled=args.unlabeled,
     )
     print(path)
     return 0
@@ -272,6 +288,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     k.add_argument("--labeled", type=int, metavar="K", help="number of labeled training cases")
     k.add_argument("--fraction", type=float, metavar="F", help="labeled fraction of the non-test cases, in (0, 1]")
     p.add_argument("--test", type=int, default=0, metavar="N", help="held-out test cases (default 0)")
+    p.add_argument("--unlabeled", type=int, metavar="N", help="keep only N unlabeled cases (default: all the others); "
+                   "with the same seed a smaller pool is part of a larger one and labeled and test cases stay the same")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     p.add_argument("--copy", action="store_true", help="copy files instead of hard-linking them")
     p.add_argument("--out-dir", metavar="DIR", help="folder that receives the dataset (default: $nnUNet_raw)")

@@ -68,6 +68,30 @@ def test_seeded_and_fraction(source, tmp_path):
     assert runs[0]["files"] == "copies"
 
 
+def test_smaller_pools_are_nested_and_keep_labeled_and_test_cases(source, tmp_path):
+    """--unlabeled N: the same labeled and test cases for every N, each pool part of the next larger one (the
+    draw first, the source's pool after it), the rest listed as left out."""
+    manifests = {n: json.loads((split_dataset(source, dataset_id=20 + n, dataset_name=f"Pool{n}", n_labeled=2,
+                                              n_test=2, seed=1, out_dir=tmp_path / "raw", n_unlabeled=n)
+                                / "split.json").read_text()) for n in (0, 2, 5, 9)}
+    full = json.loads((split_dataset(source, dataset_id=30, dataset_name="PoolAll", n_labeled=2, n_test=2, seed=1,
+                                     out_dir=tmp_path / "raw") / "split.json").read_text())
+    pools = {n: m["unlabeled"] + m["unlabeled_from_source_pool"] for n, m in manifests.items()}
+    assert [len(pools[n]) for n in (0, 2, 5, 9)] == [0, 2, 5, 6]  # 4 drawn + 2 of the source's pool at most
+    assert all((m["labeled"], m["test"]) == (full["labeled"], full["test"]) for m in manifests.values())
+    assert set(pools[0]) <= set(pools[2]) <= set(pools[5]) <= set(pools[9])
+    assert manifests[5]["unlabeled_from_source_pool"] == ["pool_a"] and sorted(pools[9]) == sorted(
+        full["unlabeled"] + full["unlabeled_from_source_pool"])
+    for n, m in manifests.items():
+        assert sorted(m["left_out"] + pools[n]) == sorted(pools[9]) and not set(m["left_out"]) & set(pools[n])
+        assert names(tmp_path / "raw" / f"Dataset{20 + n:03d}_Pool{n}" / "imagesUnlabeled") == sorted(pools[n])
+        meta = json.loads((tmp_path / "raw" / f"Dataset{20 + n:03d}_Pool{n}" / "dataset.json").read_text())
+        assert meta["numUnlabeled"] == len(pools[n])
+    with pytest.raises(MedakaError, match="--unlabeled -1"):
+        split_dataset(source, dataset_id=31, dataset_name="Bad", n_labeled=2, n_test=2, out_dir=tmp_path / "raw",
+                      n_unlabeled=-1)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"n_labeled": 2, "fraction": 0.5, "n_test": 0}, "exactly one of n_labeled"),
     ({"n_test": 0}, "exactly one of n_labeled"),
