@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from nnunet_medaka.files import read_json, write_json_atomic, write_text_atomic
+from nnunet_medaka.files import write_json_atomic, write_text_atomic
 from nnunet_medaka.pipeline.layout import ExperimentLayout
 from nnunet_medaka.pseudolabel.signals import signals_table
 from nnunet_medaka.training.comparison import CSV_COLUMNS, compare_rows, summarize_table, verdict

@@ -38,15 +38,14 @@ adds units and redoes none; a changed setting redoes exactly the units that read
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
-from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.files import files_fingerprint, link_or_copy, remove, staged_folder, write_json_atomic
 from nnunet_medaka.pipeline.engine import Node, Step
 from nnunet_medaka.pipeline.layout import ExperimentLayout, parse_unit_key, unit_key
+from nnunet_medaka.pseudolabel.outputs import accept_all_view
 from nnunet_medaka.pipeline.steps import (
     Unit, build_student_step, evaluate_step, pseudolabel_inputs, pseudolabel_step, quality_step, train_step,
 )
@@ -54,7 +53,7 @@ from nnunet_medaka.training.stock import (
     STUDENT_TRAINER, TEACHER_TRAINER, cmd, plan_args, plans_name, threads_per_training, write_cv_splits,
 )
 
-__all__ = ["ROWS", "KD_ROWS", "PSEUDO_ROWS", "UnitGraph", "accept_all_view", "draw_labeled", "unit_key"]
+__all__ = ["ROWS", "KD_ROWS", "PSEUDO_ROWS", "UnitGraph", "draw_labeled", "unit_key"]
 
 ROWS = {
     "teacher": "SupervisedTrainer cross-validation on the labeled fraction, scored as the ensemble of its folds "
@@ -85,42 +84,6 @@ def draw_labeled(cases: Sequence[str], fraction: float, seed: int) -> list:
     k = max(1, round(fraction * len(cases)))
     order = np.random.default_rng(seed).permutation(len(cases))
     return sorted(cases[i] for i in order[:k])
-
-
-def accept_all_view(source: os.PathLike | str, target: os.PathLike | str) -> dict:
-    """A pseudolabel folder with every case of ``source`` accepted, without predicting again.
-
-    ``source`` must have been made with ``acceptance`` ``case`` or ``none``: its label files are then the teacher's
-    argmax for every case, rejected ones included. The label files are hard-linked, the records copied with every
-    decision set to accept (scores and true IoU kept), and the table and summary written as ``pseudolabel`` would
-    with ``--acceptance none``; ``build-student`` reads it like any pseudolabel folder.
-
-    Returns
-    -------
-    dict
-        The summary of the new folder.
-    """
-    from nnunet_medaka.pseudolabel.outputs import SETTINGS_FILE, read_records, read_settings, write_record, write_results
-
-    source, target = Path(source), Path(target)
-    settings = read_settings(source)
-    if settings["acceptance"] not in ("case", "none"):
-        raise MedakaError(f"{source}: acceptance {settings['acceptance']!r} rewrote rejected organs; an accept-all "
-                          "view needs acceptance case or none")
-    records, failures = read_records(source, settings["cases"])
-    with staged_folder(target, overwrite=True) as staging:
-        for sub in ("labels", "records", "failures", "runs"):
-            (staging / sub).mkdir()
-        write_json_atomic(staging / SETTINGS_FILE, {**settings, "acceptance": "none", "threshold": None,
-                                                    "derived_from": str(source)})
-        for case, record in records.items():
-            link_or_copy(source / record["label_file"], staging / record["label_file"])
-            organs = [{**o, "decision": "accept"} for o in record["organs"]]
-            write_record(staging, {**record, "organs": organs, "case_decision": "accept", "ignored_voxels": 0})
-        for case, failure in failures.items():
-            write_json_atomic(staging / "failures" / f"{case}.json", failure)
-        summary = write_results(staging)
-    return summary
 
 
 class UnitGraph:

@@ -23,12 +23,12 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 from nnunet_medaka.files import claim_folder, read_json, write_json_atomic
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["FAILED_FILE", "quality_on_unlabeled", "SETTINGS_FILE", "SUMMARY_FILE", "TABLE_COLUMNS", "TABLE_FILE", "finished_cases",
+__all__ = ["FAILED_FILE", "accept_all_view", "quality_on_unlabeled", "SETTINGS_FILE", "SUMMARY_FILE", "TABLE_COLUMNS", "TABLE_FILE", "finished_cases",
            "format_table", "merge_pseudolabels", "prepare_output", "read_records", "read_settings",
            "remove_stale_temporaries", "summarize", "write_record", "write_results"]
 
@@ -335,3 +335,40 @@ def quality_on_unlabeled(pseudolabels: os.PathLike | str, *, tau: float) -> dict
     if "p_good" in judged:
         out.update(n=judged["p_good"]["n"], auroc=judged["p_good"]["auroc"], spearman=judged["predicted_iou"]["spearman"])
     return out
+
+
+def accept_all_view(source: os.PathLike | str, target: os.PathLike | str) -> dict:
+    """A pseudolabel folder with every case of ``source`` accepted, without predicting again.
+
+    ``source`` must have been made with ``acceptance`` ``case`` or ``none``: its label files are then the teacher's
+    argmax for every case, rejected ones included (with voxel gating, the same gated maps). The label files are hard-linked, the records copied with every
+    decision set to accept (scores and true IoU kept), and the table and summary written as ``pseudolabel`` would
+    with ``--acceptance none``; ``build-student`` reads it like any pseudolabel folder.
+
+    Returns
+    -------
+    dict
+        The summary of the new folder.
+    """
+    from nnunet_medaka.files import link_or_copy, staged_folder
+
+    source, target = Path(source), Path(target)
+    settings = read_settings(source)
+    if settings["acceptance"] not in ("case", "none"):
+        raise MedakaError(f"{source}: acceptance {settings['acceptance']!r} rewrote rejected organs; an accept-all "
+                          "view needs acceptance case or none")
+    records, failures = read_records(source, settings["cases"])
+    with staged_folder(target, overwrite=True) as staging:
+        for sub in ("labels", "records", "failures", "runs"):
+            (staging / sub).mkdir()
+        write_json_atomic(staging / SETTINGS_FILE, {**settings, "acceptance": "none", "threshold": None,
+                                                    "derived_from": str(source)})
+        for case, record in records.items():
+            link_or_copy(source / record["label_file"], staging / record["label_file"])
+            organs = [{**o, "decision": "accept"} for o in record["organs"]]
+            # case or none acceptance rewrote no organ: ignored voxels there come from voxel gating, and stay
+            write_record(staging, {**record, "organs": organs, "case_decision": "accept"})
+        for case, failure in failures.items():
+            write_json_atomic(staging / "failures" / f"{case}.json", failure)
+        summary = write_results(staging)
+    return summary

@@ -16,7 +16,8 @@ from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.pipeline.experiment_command import STATE_FILE, run_experiment
 from nnunet_medaka.pipeline.experiment_results import write_experiment_results
 from nnunet_medaka.training.comparison import compare_rows, paired_bootstrap, read_results_csv
-from nnunet_medaka.pipeline.experiment_units import ROWS, UnitGraph, accept_all_view, draw_labeled
+from nnunet_medaka.pipeline.experiment_units import ROWS, UnitGraph, draw_labeled
+from nnunet_medaka.pseudolabel.outputs import accept_all_view
 from nnunet_medaka.pipeline.engine import Node, RunState, Step, node_fingerprints, print_events, run_graph
 
 
@@ -367,12 +368,16 @@ def test_accept_all_view_reuses_the_prediction(tmp_path):
         write_nifti(source / "labels" / f"{case}.nii.gz", np.ones((4, 4, 4), np.uint8))
         (source / "records" / f"{case}.json").write_text(json.dumps({
             "case": case, "images": [], "label_file": f"labels/{case}.nii.gz", "case_decision": decision,
+            "ignored_voxels": 5 if case == "u1" else 0, "voxels_total": 64,  # u1: voxel gating ignored 5 voxels
             "organs": [{"organ": "sphere", "label": 1, "voxels": 64, "predicted_iou": 0.5, "p_good": 0.4,
                         "decision": decision, "true_iou": 0.3}]}))
     summary = accept_all_view(source, tmp_path / "all")
     assert summary["cases_for_student"] == ["u0", "u1"] and summary["acceptance"] == "none"
     assert os.path.samefile(source / "labels" / "u1.nii.gz", tmp_path / "all" / "labels" / "u1.nii.gz")
     assert (tmp_path / "all" / "pseudolabels.csv").read_text().count("accept") == 4
+    # the gated voxels stay ignored, so build-student still declares the ignore label
+    assert json.loads((tmp_path / "all" / "records" / "u1.json").read_text())["ignored_voxels"] == 5
+    assert summary["ignored_voxel_share"] == pytest.approx(5 / 128, abs=1e-6)
 
 
 # ---- refusals -----------------------------------------------------------------------------------------------------
