@@ -393,7 +393,8 @@ class UnitGraph:
                                   keep=("raw", "preprocessed", "plans", "labeled", "pseudo", "ignore"), allow_empty=True,
                                   reset=self.folders(key))
         dep = f"{u}/pseudolabels-all" if which == "all" else f"{u}/pseudolabel"
-        return Node(f"{u}/data-{which}", {"id": self.ids[key]}, [dep], step)
+        width = {"width": self.settings["student_width"]} if self.settings["student_width"] is not None else {}
+        return Node(f"{u}/data-{which}", {"id": self.ids[key], **width}, [dep], step)
 
     def _evaluate_node(self, u: str, row: str) -> Node:
         unit = self.unit(u)

@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence
 from nnunet_medaka.files import remove, write_json_atomic
 from nnunet_medaka.pipeline.engine import Step
 from nnunet_medaka.pipeline.layout import UnitFolders
+from nnunet_medaka.training.plans import width_plans_name, write_width_plans
 from nnunet_medaka.training.stock import (
     STUDENT_TRAINER, TEACHER_TRAINER, Model, cmd, evaluate_args, fold_finished, plans_name, predict_args,
     threads_per_training, train_args, train_environ,
@@ -81,8 +82,10 @@ class Unit:
         if dataset is None:
             return Model(self.dataset_id, trainer, self.plans, self.configuration,
                          self.roots["nnUNet_results"] / self.raw.name)
-        return Model(dataset[0], trainer, f"{self.plans}From{self.dataset_id:03d}", self.configuration,
-                     self.roots["nnUNet_results"] / dataset[1])
+        plans = f"{self.plans}From{self.dataset_id:03d}"
+        if self.settings.get("student_width") is not None:  # a narrower network of the same plans
+            plans = width_plans_name(plans, self.settings["student_width"])
+        return Model(dataset[0], trainer, plans, self.configuration, self.roots["nnUNet_results"] / dataset[1])
 
     def stock(self, script: str, args: Sequence, name: str, env: Optional[dict] = None) -> None:
         from nnunet_medaka.environment import run_stock_command
@@ -230,10 +233,16 @@ def build_student_step(unit: Unit, source: Path, dataset: tuple[int, str], *, se
         remove(unit.roots["nnUNet_results"] / name)  # models of an earlier student dataset under this id
         built = build_student(source, ident, short, teacher_raw=unit.raw, settings=settings, overwrite=True,
                               allow_empty=allow_empty)
+        if width is not None:
+            write_width_plans(built["preprocessed"], source_plans=built["plans"], configuration=unit.configuration,
+                              width=width)
         return {k: built[k] for k in keep}
 
+    width = unit.settings.get("student_width")
     commands = lambda: [cmd("nnunet-medaka", ["build-student", source, "-d", ident, "-n", short, "--teacher-raw", unit.raw,
-                                              "--overwrite"])]
+                                              "--overwrite"])] + ([
+        f"# the student's plans with {width:g} of the feature maps per stage: {unit.model(dataset=dataset).plans}"]
+        if width is not None else [])
     return Step(commands, run, reset=(lambda: remove(*reset)) if reset else None)
 
 

@@ -1,8 +1,9 @@
-"""Derived nnU-Net plans: a small network/patch variant for CPU runs (demo, tests, smoke checks).
+"""Derived nnU-Net plans: a small network/patch variant for CPU runs (demo, tests, smoke checks), and a narrower
+network of the same plans (a smaller student distilled from its teacher).
 
-The variant keeps the source configuration's ``data_identifier``, so it trains on the arrays that
-``nnUNetv2_preprocess`` already wrote; only the network and patch shrink. Its results are not
-comparable to a full nnU-Net run and the demo says so.
+The variants keep the source configuration's ``data_identifier``, so they train on the arrays that
+``nnUNetv2_preprocess`` already wrote; only the network (and, for the small variant, the patch) shrinks. The small
+variant's results are not comparable to a full nnU-Net run and the demo says so.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Optional, Sequence
 from nnunet_medaka.files import write_json_atomic
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["write_small_plans"]
+__all__ = ["width_plans_name", "write_small_plans", "write_width_plans"]
 
 
 def write_small_plans(
@@ -94,4 +95,52 @@ def write_small_plans(
     small_config["batch_size"] = int(batch_size)
     target = folder / f"{target_plans}.json"
     write_json_atomic(target, small)
+    return target
+
+
+def width_plans_name(plans: str, width: float) -> str:
+    """The plans name of ``plans`` narrowed to ``width``: ``nnUNetPlansW050`` for 0.5 of ``nnUNetPlans``."""
+    return f"{plans}W{round(width * 100):03d}"
+
+
+def write_width_plans(preprocessed_dataset_folder: Path | str, *, source_plans: str, configuration: str,
+                      width: float, target_plans: Optional[str] = None) -> Path:
+    """Write the source plans with every stage of ``configuration``'s network ``width`` times as wide.
+
+    Same stages, kernels, strides, patch and batch, so the narrower network has the same deep-supervision outputs
+    and distils from a teacher of the source plans scale by scale; features are rounded, at least 1 per stage.
+
+    Parameters
+    ----------
+    preprocessed_dataset_folder : path
+        ``nnUNet_preprocessed/DatasetXXX_Name`` holding ``<source_plans>.json``.
+    source_plans : str
+    configuration : str
+    width : float
+        In (0, 1]: the share of each stage's feature maps kept.
+    target_plans : str, optional
+        Default `width_plans_name`.
+
+    Returns
+    -------
+    pathlib.Path
+        The written plans file.
+    """
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 1:
+        raise MedakaError(f"width {width!r}: expected a share of the feature maps in (0, 1]")
+    folder = Path(preprocessed_dataset_folder)
+    source = folder / f"{source_plans}.json"
+    if not source.is_file():
+        raise MedakaError(f"{source}: no such plans file; build the student dataset (or plan this one) first")
+    plans = json.loads(source.read_text())
+    config = plans.get("configurations", {}).get(configuration)
+    if config is None or "architecture" not in config:
+        raise MedakaError(f"{source}: has no full configuration {configuration!r} to narrow")
+    target_plans = target_plans or width_plans_name(source_plans, width)
+    narrow = copy.deepcopy(plans)
+    narrow["plans_name"] = target_plans
+    arch = narrow["configurations"][configuration]["architecture"]["arch_kwargs"]
+    arch["features_per_stage"] = [max(1, round(f * width)) for f in arch["features_per_stage"]]
+    target = folder / f"{target_plans}.json"
+    write_json_atomic(target, narrow)
     return target

@@ -105,6 +105,9 @@ RUN_DEFAULTS = {
     # the students' training augmentation (config key `augmentation`): nnunet, or da5 (nnU-Net's heavier pipeline,
     # the noisy-student recipe); the teacher and the supervised baseline keep nnU-Net's
     "student_augmentation": MedakaConfig.augmentation,
+    # None: the students have the teacher's network; a share in (0, 1): every stage that much narrower (same plans
+    # otherwise), a smaller student distilled from the teacher ensemble
+    "student_width": None,
 }
 # Per-preset method defaults, each chosen by measurement (docs/results, CHANGELOG.md): cpu-demo accepts per organ (a teacher of
 # a few minutes has a weak organ in every case), starts the student from its teacher and keeps kd_weight 1; quick
@@ -145,6 +148,12 @@ def _setting_problems(s: dict) -> list:
 
     out = [(k, check_value(k, s[k])) for k in (*_CONFIG_KEYS, "kd_weight", "kd_temperature", "labeled_share")]
     out.append(("student_augmentation", check_value("augmentation", s["student_augmentation"])))
+    w = s["student_width"]
+    out.append(("student_width", None if w is None or (not isinstance(w, bool) and isinstance(w, (int, float))
+                                                       and 0 < w < 1) else "null or a share in (0, 1)"))
+    if w is not None and s["student_init"] == "teacher":  # the teacher's weights do not fit a narrower network
+        out.append(("student_width", "null with student_init=teacher, or set student_init=random for a narrower "
+                                     "student (it cannot start from the teacher's wider weights)"))
     out.append(("seed", None if _whole(s["seed"], 0) and s["seed"] < 2**31 else "an integer from 0 to 2**31 - 1"))
     out.append(("cv_folds", None if _whole(s["cv_folds"], 2) else
                 "a whole number >= 2 (the quality classifier learns from out-of-fold predictions)"))

@@ -47,6 +47,10 @@ CASES = {
                             "--seeds", "0", "1"],
     "experiment_parallel": ["experiment", "942", "--preset", "cpu-demo", "--rows", "teacher", "pseudo-qc-kd",
                             "--fractions", "0.5", "--seeds", "3"],
+    # the selection and student recipes: the filter the evidence picks, voxel gating, a noisy and narrower student
+    "run_recipes": ["run", "942", "--preset", "quick", "--set=cv_folds=2", "--set=filter=auto",
+                    "--set=voxel_confidence=0.8", "--set=student_augmentation=da5", "--set=student_width=0.5",
+                    "--set=student_init=random"],
 }
 
 

@@ -109,6 +109,39 @@ def test_continue_reloads_teacher_and_resumes(kd_student, tiny_dataset, trained_
     assert len(ckpt["logging"]["train_loss_kd"]) == 2 and all(np.isfinite(ckpt["logging"]["train_loss_kd"]))
 
 
+def test_narrower_student_distils_from_wider_teacher(tiny_dataset, trained_teacher, nnunet_env, tmp_path):
+    """A student of the same plans with half the feature maps per stage trains by stock `-tr KDTrainer -p …W050`
+    against the full-width teacher; its checkpoint is the narrower network and predicts through the stock command."""
+    from nnunet_medaka.training.plans import width_plans_name, write_width_plans
+
+    narrow = width_plans_name(tiny_dataset.plans, 0.5)
+    written = write_width_plans(tiny_dataset.preprocessed, source_plans=tiny_dataset.plans,
+                                configuration=tiny_dataset.configuration, width=0.5)
+    wide = json.loads((tiny_dataset.preprocessed / f"{tiny_dataset.plans}.json").read_text())
+    got = json.loads(written.read_text())
+    arch = lambda p: p["configurations"][tiny_dataset.configuration]["architecture"]["arch_kwargs"]
+    assert got["plans_name"] == narrow
+    assert arch(got)["features_per_stage"] == [max(1, round(f / 2)) for f in arch(wide)["features_per_stage"]]
+    assert {k: v for k, v in arch(got).items() if k != "features_per_stage"} == \
+        {k: v for k, v in arch(wide).items() if k != "features_per_stage"}
+    config = write_config(tmp_path / "kd.json", teacher=str(trained_teacher), teacher_folds=[0], **KD_SCHEDULE)
+    env = dict(nnunet_env, nnunet_medaka_config=str(config))
+    run_checked([tool("nnUNetv2_train"), tiny_dataset.id, tiny_dataset.configuration, "0", "-tr", "KDTrainer", "-p",
+                 narrow, "-device", "cpu"], env, timeout=900)
+    fold = (Path(nnunet_env["nnUNet_results"]) / tiny_dataset.name
+            / KD_TRAINER_DIR.format(plans=narrow, configuration=tiny_dataset.configuration) / "fold_0")
+    student_w = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
+    teacher_w = torch.load(trained_teacher / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                           weights_only=False)["network_weights"]
+    assert student_w.keys() == teacher_w.keys()
+    first = next(k for k in teacher_w if k.endswith("conv.weight"))
+    assert student_w[first].shape[0] * 2 == teacher_w[first].shape[0]
+    assert sum(v.numel() for v in student_w.values()) < sum(v.numel() for v in teacher_w.values()) / 2
+    with pytest.raises(MedakaError, match=r"share of the feature maps"):
+        write_width_plans(tiny_dataset.preprocessed, source_plans=tiny_dataset.plans,
+                          configuration=tiny_dataset.configuration, width=1.5)
+
+
 @pytest.fixture(scope="module")
 def teacherless_root(kd_student, tiny_dataset, tmp_path_factory):
     """A results folder holding only the student (no teacher anywhere in it) and one input image."""
