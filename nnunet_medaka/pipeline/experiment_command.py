@@ -202,6 +202,9 @@ def run_experiment(
         problems.append(f"student_init={overrides['student_init']!r}: experiment starts every student from random "
                         "weights, so that every row trains for the same schedule as its teacher; drop the setting "
                         "(it is run's)")
+    if settings["rounds"] != 1:
+        problems.append(f"rounds={settings['rounds']}: self-training rounds are a setting of `run` only for now; drop "
+                        "the setting, or run each configuration with `nnunet-medaka run --set rounds=N`")
     settings["student_init"] = "random"  # what the units do, whatever the preset's run default
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 100:
         problems.append(f"--bootstrap {n_bootstrap!r}: expected a whole number >= 100")

@@ -7,6 +7,7 @@ A run folder (``nnunet-medaka run --out``)::
     quality/ pseudolabels/         the quality classifier; the pseudo-labels of the unlabeled pool
     predictions/<role>/            the test-set predictions of teacher, supervised baseline and student, summary.json
     results.json results.md iou_per_organ.png overlays.png
+    rounds/round<r>/ rounds.json rounds.md rounds.png   with rounds=N: each later round's folders, the rounds table
 
 An experiment folder (``nnunet-medaka experiment --out``)::
 

@@ -126,6 +126,40 @@ def _evaluate_all(unit: Unit, models: dict, layout: RunLayout, raw: Path, datase
                 reset=lambda: remove(layout.folder / "predictions"))
 
 
+def _round_nodes(unit: Unit, layout: RunLayout, raw_root: Path, first: tuple[int, str], teacher, student, kd: list,
+                 unlabeled_gt: Path, dataset_json: dict, *, record: bool, after: list) -> list:
+    """The nodes of rounds 2..N and the rounds table (`nnunet_medaka.pipeline.rounds`), each after every node
+    before it."""
+    from dataclasses import replace
+
+    from nnunet_medaka.pipeline.rounds import ROUND_STEPS, round_dataset, round_folders, round_steps, rounds_step
+
+    s, n = unit.settings, unit.settings["rounds"]
+    nodes, names = [], list(after)
+    models = {0: teacher, 1: student}
+    for r in range(2, n + 1):
+        dataset = round_dataset(layout, raw_root, r, first, record=record)
+        folders = round_folders(layout, r)
+        ru = replace(unit, folders=folders, log_prefix=f"round{r}_", teacher=models[r - 1])
+        models[r] = ru.model(STUDENT_TRAINER, dataset)
+        previous = models[r - 1]
+        init = (lambda f, prev=previous: ["-pretrained_weights", prev.folder / f"fold_{f}" / "checkpoint_final.pth"]) \
+            if s["student_init"] == "teacher" else (lambda f: [])
+        steps = round_steps(r, unit=ru, previous=previous, previous_teacher=models[r - 2], dataset=dataset,
+                            layout=layout, kd=kd, init=init, ground_truth=unlabeled_gt, last=r == n,
+                            prior_folder=round_folders(layout, r - 1).folder if r > 2 else None)
+        inputs = {"round": r, "dataset": dataset[0], "min_gain": s["round_min_gain"]}
+        for step in ROUND_STEPS:
+            name = f"round{r}/{step}"
+            nodes.append(Node(name, inputs, list(names), steps[step]))
+            names.append(name)
+    nodes.append(Node("rounds", {"rounds": n}, list(names),
+                      rounds_step(layout, n_rounds=n, teacher=teacher, students={r: models[r] for r in range(1, n + 1)},
+                                  folds=unit.folds, labels=dataset_json["labels"], min_gain=s["round_min_gain"],
+                                  student_init=s["student_init"])))
+    return nodes
+
+
 def run_pipeline(dataset: str, out: os.PathLike | str, *, preset: str = "quick", overrides: Optional[dict] = None,
                  student_id: Optional[int] = None, device: str = "auto", dry_run: bool = False,
                  overwrite: bool = False, say: Callable[[str], None] = print, on_event: Optional[Callable] = None
@@ -163,6 +197,7 @@ def run_pipeline(dataset: str, out: os.PathLike | str, *, preset: str = "quick",
     from nnunet_medaka.training.presets import config_assignments
 
     settings = resolve_settings(preset, overrides)
+    rounds = settings["rounds"]
     if not settings["final_validation"]:
         raise MedakaError("final_validation=false: run's quality stage learns from the teacher's final validation "
                           "(its out-of-fold predictions); drop the setting")
@@ -218,9 +253,10 @@ def run_pipeline(dataset: str, out: os.PathLike | str, *, preset: str = "quick",
                                                keep=("raw", "preprocessed", "plans", "configuration", "labeled",
                                                      "pseudo", "ignore", "train_command"))),
         "student": ({"folds": settings["student_folds"], "init": settings["student_init"], "baseline": "supervised",
-                     **({"labeled_share": settings["labeled_share"]} if settings["labeled_share"] is not None else {})},
+                     **({"labeled_share": settings["labeled_share"]} if settings["labeled_share"] is not None else {}),
+                     **({"npz": True} if rounds > 1 else {})},  # out-of-fold probabilities: the next round's teacher
                     _side_by_side({"student": train_step(unit, student, settings["student_folds"], role="student",
-                                                         fresh=init, threads=side_threads),
+                                                         fresh=init, threads=side_threads, npz=rounds > 1),
                                    "supervised": train_step(unit, teacher, ["all"], role="supervised", fresh=init,
                                                             threads=side_threads)},
                                   workers=1 if device == "cuda" else 2)),
@@ -229,6 +265,9 @@ def run_pipeline(dataset: str, out: os.PathLike | str, *, preset: str = "quick",
                      _evaluate_all(unit, models, layout, raw, dataset_json)),
     }
     nodes = [Node(name, steps[name][0], list(RUN_STAGES[:i]), steps[name][1]) for i, name in enumerate(RUN_STAGES)]
+    if rounds > 1:
+        nodes += _round_nodes(unit, layout, raw_root, (student_id, student_name), teacher, student, kd, unlabeled_gt,
+                              dataset_json, record=not dry_run, after=[n.name for n in nodes])
     if dry_run:
         say(f"run of {raw.name} with preset {preset!r} into {layout.folder} (dry run: nothing is executed)")
         say(f"disk estimate: {disk_estimate(raw, unlabeled, settings, len(dataset_json['labels'])) / 2**30:.2f} GiB")
@@ -243,6 +282,11 @@ def run_pipeline(dataset: str, out: os.PathLike | str, *, preset: str = "quick",
     return results
 
 
+def run_settings_rounds(out: Path) -> int:
+    """The number of rounds a run folder was last run with."""
+    return int(read_json(RunLayout(out).settings, what="the run's settings").get("rounds", 1))
+
+
 def _run(args: argparse.Namespace) -> int:
     from nnunet_medaka.pipeline.results import print_run_summary
 
@@ -251,6 +295,9 @@ def _run(args: argparse.Namespace) -> int:
                  overwrite=args.overwrite)
     if not args.dry_run:
         print_run_summary(Path(args.out))
+        rounds = Path(args.out) / "rounds.md"
+        if rounds.is_file() and run_settings_rounds(Path(args.out)) > 1:
+            print("\n" + rounds.read_text().rstrip())
     return 0
 
 

@@ -41,6 +41,9 @@ class Unit:
         and the device and environment of its stock commands.
     folders, logs, log_prefix
         Where it writes; each stock command's log is ``logs/<log_prefix><name>.log``.
+    teacher : Model, optional
+        The teacher of a later self-training round (the previous round's students, every fold); default the
+        ``SupervisedTrainer`` cross-validation on ``raw``. Students keep the plans named after ``raw`` either way.
     """
 
     raw: Path
@@ -52,6 +55,7 @@ class Unit:
     folders: UnitFolders
     logs: Path
     log_prefix: str = ""
+    teacher: Optional[Model] = None
 
     @property
     def configuration(self) -> str:
@@ -79,6 +83,8 @@ class Unit:
 
     def model(self, trainer: str = TEACHER_TRAINER, dataset: Optional[tuple[int, str]] = None) -> Model:
         """The teacher (default), or a model of ``trainer`` on the student dataset ``(id, name)`` made from it."""
+        if dataset is None and trainer == TEACHER_TRAINER and self.teacher is not None:
+            return self.teacher
         if dataset is None:
             return Model(self.dataset_id, trainer, self.plans, self.configuration,
                          self.roots["nnUNet_results"] / self.raw.name)
@@ -172,18 +178,18 @@ def train_step(unit: Unit, model: Model, folds: Sequence, *, role: str, npz: boo
 
 def quality_step(unit: Unit) -> Step:
     """The quality classifier from the teacher's out-of-fold predictions (``nnunet-medaka qc train``)."""
-    s, folder = unit.settings, unit.folders.quality
+    s, folder, t = unit.settings, unit.folders.quality, unit.model()
 
     def run(say) -> dict:
         from nnunet_medaka.quality.commands import train_quality
 
-        train_quality(str(unit.dataset_id), unit.configuration, trainer=TEACHER_TRAINER, plans=unit.plans,
-                      folds=unit.folds, tau=s["tau"], corruptions_per_organ=s["corruptions_per_organ"], seed=unit.seed,
+        train_quality(str(t.dataset_id), t.configuration, trainer=t.trainer, plans=t.plans, folds=unit.folds, tau=s["tau"], corruptions_per_organ=s["corruptions_per_organ"], seed=unit.seed,
                       output=folder, overwrite=True, progress=False)
         return {"folder": str(folder)}
 
     commands = lambda: [cmd("nnunet-medaka", [
-        "qc", "train", "-d", unit.dataset_id, "-c", unit.configuration, "-p", unit.plans, "-f", ",".join(map(str, unit.folds)),
+        "qc", "train", "-d", t.dataset_id, "-c", t.configuration, *(["-tr", t.trainer] if t.trainer != TEACHER_TRAINER
+                                                                     else []), "-p", t.plans, "-f", ",".join(map(str, unit.folds)),
         "--tau", s["tau"], "--corruptions", s["corruptions_per_organ"], "--seed", unit.seed, "-o", folder])]
     return Step(commands, run, reset=lambda: remove(folder))
 
@@ -232,15 +238,17 @@ def build_student_step(unit: Unit, source: Path, dataset: tuple[int, str], *, se
 
         remove(unit.roots["nnUNet_results"] / name)  # models of an earlier student dataset under this id
         built = build_student(source, ident, short, teacher_raw=unit.raw, settings=settings, overwrite=True,
-                              allow_empty=allow_empty)
+                              allow_empty=allow_empty, plans_name=plans)
         if width is not None:
             write_width_plans(built["preprocessed"], source_plans=built["plans"], configuration=unit.configuration,
                               width=width)
         return {k: built[k] for k in keep}
 
     width = unit.settings.get("student_width")
+    # a later round's teacher is itself a student dataset: its students keep the first round's plans name
+    plans = f"{unit.plans}From{unit.dataset_id:03d}" if unit.teacher is not None else None
     commands = lambda: [cmd("nnunet-medaka", ["build-student", source, "-d", ident, "-n", short, "--teacher-raw", unit.raw,
-                                              "--overwrite"])] + ([
+                                              *(["--plans-name", plans] if plans else []), "--overwrite"])] + ([
         f"# the student's plans with {width:g} of the feature maps per stage: {unit.model(dataset=dataset).plans}"]
         if width is not None else [])
     return Step(commands, run, reset=(lambda: remove(*reset)) if reset else None)

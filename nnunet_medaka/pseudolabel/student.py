@@ -58,6 +58,10 @@ def _teacher_splits(teacher_name: str, labeled: Iterable[str]) -> tuple[list, st
     if path is not None and path.is_file():
         try:
             splits = json.loads(path.read_text())
+            # a teacher that is itself a student (a later self-training round): its pseudo-labeled cases leave
+            # the folds, which keep the labeled cases and their validation folds
+            earlier_pseudo = set(_declared_pseudo_cases(path.parent))
+            splits = [{k: [c for c in s[k] if c not in earlier_pseudo] for k in ("train", "val")} for s in splits]
             cases = {c for s in splits for c in [*s["train"], *s["val"]]}
         except (ValueError, KeyError, TypeError) as e:
             raise MedakaError(f"{path}: not a valid nnU-Net splits file ({e})") from None
@@ -74,6 +78,14 @@ def _teacher_splits(teacher_name: str, labeled: Iterable[str]) -> tuple[list, st
     splits = generate_crossval_split(labeled, seed=12345, n_splits=5)
     return [{"train": [str(c) for c in s["train"]], "val": [str(c) for c in s["val"]]} for s in splits], \
         "nnU-Net's default split (seed 12345; no splits_final.json found)"
+
+
+def _declared_pseudo_cases(preprocessed_dataset: Path) -> list:
+    """The pseudo-labeled cases a student dataset's ``dataset.json`` declares (none for any other dataset)."""
+    from nnunet_medaka.conversion.raw_dataset import PSEUDO_CASES_KEY
+
+    file = preprocessed_dataset / "dataset.json"
+    return list(json.loads(file.read_text()).get(PSEUDO_CASES_KEY, [])) if file.is_file() else []
 
 
 def _place(source: Path, target: Path, copy: bool) -> None:

@@ -121,9 +121,13 @@ def find_teacher_cv(dataset: str, configuration: str, trainer: str = "Supervised
         raise MedakaError(f"label sets differ: the teacher {model_folder} was trained with {labels}, the raw dataset "
                           f"{raw_folder / 'dataset.json'} has {raw_labels}; retrain the teacher (`{train_cmd}`) "
                           "after changing the labels")
-    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+    from nnunet_medaka.conversion.raw_dataset import list_cases
 
-    files = get_filenames_of_train_images_and_targets(str(raw_folder), raw_json)
+    # nnU-Net's own lister (get_filenames_of_train_images_and_targets) starts a process pool for a directory
+    # listing; a pool that finishes while a worker is still starting can lose that worker's SIGTERM (Python clears
+    # pending signals after fork) and hang its shutdown for good (seen in a self-training run). Same rules, no pool.
+    files = {case: {"images": [str(p) for p in entry["images"]], "label": str(entry["label"])}
+             for case, entry in list_cases(raw_folder, raw_json).items()}
     cases = {}
     for fold in wanted:
         validation = model_folder / f"fold_{fold}" / "validation"

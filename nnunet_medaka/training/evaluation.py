@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Sequence
 
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["comparison_table", "per_label_scores", "plot_comparison", "plot_delta_heatmap", "write_overlays"]
+__all__ = ["comparison_table", "out_of_fold_dice", "per_label_scores", "plot_comparison", "plot_delta_heatmap", "write_overlays"]
 
 
 def per_label_scores(summary_file: os.PathLike | str, labels: Mapping[str, int]) -> dict:
@@ -39,6 +39,39 @@ def per_label_scores(summary_file: os.PathLike | str, labels: Mapping[str, int])
     fg = summary["foreground_mean"]
     scores["mean"] = {"Dice": float(fg["Dice"]), "IoU": float(fg["IoU"])}
     return scores
+
+
+def out_of_fold_dice(model_folder: os.PathLike | str, folds: Sequence) -> dict:
+    """A cross-validation's mean Dice on its validation cases, from nnU-Net's own final validation.
+
+    Each case's Dice is the mean over its organs (NaN organs, absent from prediction and reference, left out, as
+    nnU-Net does); the mean is over every validation case of ``folds``.
+
+    Returns
+    -------
+    dict
+        ``{"dice": float, "n_cases": int}``.
+
+    Raises
+    ------
+    MedakaError
+        Naming the fold whose ``validation/summary.json`` is missing.
+    """
+    import math
+
+    values = []
+    for fold in folds:
+        path = Path(model_folder) / f"fold_{fold}" / "validation" / "summary.json"
+        if not path.is_file():
+            raise MedakaError(f"{path}: no final validation of fold {fold}; train the fold to its end (with its "
+                              "final validation) first")
+        for entry in json.loads(path.read_text())["metric_per_case"]:
+            dice = [float(m["Dice"]) for m in entry["metrics"].values() if not math.isnan(float(m["Dice"]))]
+            if dice:
+                values.append(sum(dice) / len(dice))
+    if not values:
+        raise MedakaError(f"{model_folder}: folds {list(folds)} validated no case with an organ")
+    return {"dice": sum(values) / len(values), "n_cases": len(values)}
 
 
 def comparison_table(results: Mapping[str, Mapping[str, Mapping[str, float]]], baseline: Optional[str] = None) -> str:

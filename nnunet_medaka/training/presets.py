@@ -108,6 +108,11 @@ RUN_DEFAULTS = {
     # None: the students have the teacher's network; a share in (0, 1): every stage that much narrower (same plans
     # otherwise), a smaller student distilled from the teacher ensemble
     "student_width": None,
+    # self-training rounds: after round r its student (every CV fold, ensembled) is round r+1's teacher; a round
+    # runs only when the previous student's out-of-fold Dice on the labeled cases beat its own teacher's by more
+    # than round_min_gain (the evidence available without test labels)
+    "rounds": 1,
+    "round_min_gain": 0.0,
 }
 # Per-preset method defaults, each chosen by measurement (docs/results, CHANGELOG.md): cpu-demo accepts per organ (a teacher of
 # a few minutes has a weak organ in every case), starts the student from its teacher and keeps kd_weight 1; quick
@@ -154,6 +159,17 @@ def _setting_problems(s: dict) -> list:
     if w is not None and s["student_init"] == "teacher":  # the teacher's weights do not fit a narrower network
         out.append(("student_width", "null with student_init=teacher, or set student_init=random for a narrower "
                                      "student (it cannot start from the teacher's wider weights)"))
+    out.append(("rounds", None if _whole(s["rounds"], 1) else "a whole number >= 1"))
+    g = s["round_min_gain"]
+    out.append(("round_min_gain", None if not isinstance(g, bool) and isinstance(g, (int, float)) and -1 <= g <= 1
+                else "a Dice difference in [-1, 1] (-1: run every round)"))
+    if _whole(s["rounds"], 2) and _whole(s["cv_folds"], 2) and s["student_folds"] != list(range(s["cv_folds"])):
+        out.append(("student_folds", f"every cross-validation fold, {list(range(s['cv_folds']))}, with rounds="
+                                     f"{s['rounds']}: the next round's teacher is the students' fold ensemble, whose "
+                                     "out-of-fold predictions train its quality classifier and decide the early stop"))
+    if _whole(s["rounds"], 2) and w is not None:
+        out.append(("student_width", "null with rounds > 1 (a narrower student does not become the next teacher "
+                                     "here); distil a narrower student from the last round's run instead"))
     out.append(("seed", None if _whole(s["seed"], 0) and s["seed"] < 2**31 else "an integer from 0 to 2**31 - 1"))
     out.append(("cv_folds", None if _whole(s["cv_folds"], 2) else
                 "a whole number >= 2 (the quality classifier learns from out-of-fold predictions)"))

@@ -51,6 +51,8 @@ CASES = {
     "run_recipes": ["run", "942", "--preset", "quick", "--set=cv_folds=2", "--set=filter=auto",
                     "--set=voxel_confidence=0.8", "--set=student_augmentation=da5", "--set=student_width=0.5",
                     "--set=student_init=random"],
+    # self-training rounds: round 2's teacher is round 1's students (every CV fold)
+    "run_rounds": ["run", "942", "--preset", "cpu-demo", "--set=rounds=2", "--set=student_folds=[0,1]"],
 }
 
 

@@ -111,10 +111,18 @@ def test_qc_score_from_files_equals_score_from_arrays(quality_folder, teacher_cv
         assert bool(int(r["accept"])) == scores["accept"] == (scores["p_good"] >= model.accept_threshold)
 
 
-def test_build_table_is_deterministic(teacher_cv, folders_env):
+def test_build_table_is_deterministic(teacher_cv, folders_env, monkeypatch):
+    import multiprocessing.pool
+
     from nnunet_medaka.quality.table import build_table, find_teacher_cv
 
+    def no_pool(*args, **kwargs):  # a pool that ends while a worker still starts can hang for good
+        raise AssertionError("find_teacher_cv started a process pool to list the raw dataset")
+
+    monkeypatch.setattr(multiprocessing.pool.Pool, "__init__", no_pool)
     cv = find_teacher_cv(str(teacher_cv.dataset.id), "3d_fullres", "SupervisedTrainer", teacher_cv.plans)
+    monkeypatch.undo()
+    assert all(isinstance(p, str) for c in cv.cases.values() for p in [*c["images"], c["label"]])
     a, ref_a = build_table(cv, corruptions_per_organ=2, seed=3, progress=False)
     b, ref_b = build_table(cv, corruptions_per_organ=2, seed=3, progress=False)
     assert json.dumps(a, default=str) == json.dumps(b, default=str) and len(ref_a) == len(ref_b) == 12
