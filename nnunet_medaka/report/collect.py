@@ -192,7 +192,8 @@ def collect_run(run_dir: Path) -> dict:
         Keys ``run``, ``settings``, ``dataset``, ``stages`` (name -> state entry or None), ``finished``, ``results``, ``scores``,
         ``labels`` (organ -> label value), ``ignore_label``, ``pseudo`` (``dir``, ``cases``, ``source``,
         ``summary``), ``quality`` (``report``, ``plots``, ``metrics``), ``models`` (role -> {``folder``,
-        ``folds``}), ``plots`` (name -> path) and ``missing`` (sentences).
+        ``folds``}), ``plots`` (name -> path), ``rounds`` (the rounds table of a run with ``rounds > 1``, else None)
+        and ``missing`` (sentences).
 
     Raises
     ------
@@ -260,6 +261,11 @@ def collect_run(run_dir: Path) -> dict:
             plots[name] = path
         else:
             missing.append(f"{name} not written yet")
+    rounds = None
+    if int(settings.get("rounds", 1) or 1) > 1:  # self-training rounds: their table and plot
+        rounds = read_json_noted(run_dir / "rounds.json", missing, "the rounds table")
+        if (run_dir / "rounds.png").is_file():
+            plots["rounds.png"] = run_dir / "rounds.png"
     return {
         "run": run_dir, "settings": settings,
         "dataset": results.get("dataset") or (pseudo["settings"].get("teacher") or {}).get("dataset")
@@ -268,5 +274,5 @@ def collect_run(run_dir: Path) -> dict:
         "pseudo": {**pseudo["pseudo"], "summary": results.get("pseudo_labels")
                    or outputs.get("pseudolabel", {}).get("summary") or pseudo["pseudo"]["summary"]},
         "quality": quality,
-        "models": models, "plots": plots, "missing": missing,
+        "models": models, "plots": plots, "missing": missing, "rounds": rounds,
     }

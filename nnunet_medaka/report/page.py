@@ -21,7 +21,7 @@ from nnunet_medaka.files import staged_folder, write_json_atomic
 from nnunet_medaka.report.collect import collect_run, rank_cases
 from nnunet_medaka.report.sections import (
     STYLE, copy_png, copy_unit_plots, curves_section, esc, fmt, html_figure, html_table, markdown_inline, pseudo_section,
-    quality_section, results_section, safe_name, timings_section, write_thumbnails,
+    quality_section, results_section, rounds_section, safe_name, timings_section, write_thumbnails,
 )
 from nnunet_medaka.report.experiment_page import unit_anchor, unit_title
 
@@ -59,12 +59,13 @@ def render_page(run: Mapping, links: Mapping[str, str], ranked: Sequence[str], t
              f"preset <b>{esc(run['settings'].get('preset') or results.get('preset') or '?')}</b>",
              "finished" if run["finished"] else '<span class="reject">not finished</span>']
     head = [f"<h1>{esc(title)}</h1>", f'<p>{", ".join(facts)}. Folder: <code>{esc(run["run"])}</code></p>',
-            '<nav><a href="#results">results</a><a href="#pseudo">pseudo-labels</a><a href="#quality">quality '
+            '<nav><a href="#results">results</a>' + ('<a href="#rounds">rounds</a>' if run.get("rounds") else "") + '<a href="#pseudo">pseudo-labels</a><a href="#quality">quality '
             'classifier</a><a href="#curves">learning curves</a><a href="#timings">timings</a></nav>']
     if run["missing"]:
         head.append('<div class="missing"><b>Not in this report (missing from the run folder):</b><ul>'
                     + "".join(f"<li>{esc(m)}</li>" for m in run["missing"]) + "</ul></div>")
-    body = "\n".join([*head, results_section(run, links), pseudo_section(run, ranked, thumbs, max_cases),
+    body = "\n".join([*head, results_section(run, links), rounds_section(run, links),
+                      pseudo_section(run, ranked, thumbs, max_cases),
                       quality_section(run, links), curves_section(run, links), timings_section(run)])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

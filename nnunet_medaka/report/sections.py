@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["METRIC_COLUMNS", "STYLE", "copy_png", "copy_unit_plots", "curves_section", "decision_span", "delta_span",
            "esc", "fmt", "html_figure", "html_table", "markdown_inline", "organ_legend", "pseudo_section",
-           "quality_section", "results_section", "safe_name", "src_link", "timings_section", "write_thumbnails"]
+           "quality_section", "results_section", "rounds_section", "safe_name", "src_link", "timings_section", "write_thumbnails"]
 
 METRIC_COLUMNS = ("n", "n_bad", "auroc", "auprc", "spearman", "aurc", "mae", "accepted_fraction",
                    "accepted_good_fraction", "accepted_mean_iou")
@@ -122,6 +122,33 @@ def results_section(run: Mapping, links: Mapping[str, str]) -> str:
                if k in links]
     if figures:
         parts.append('<div class="plots">' + "".join(figures) + "</div>")
+    return "\n".join(parts)
+
+
+def rounds_section(run: Mapping, links: Mapping[str, str]) -> str:
+    """The self-training rounds of a run with ``rounds > 1``: each round's decision, out-of-fold evidence and test
+    scores, and the round the evidence picks (empty for a run of one round)."""
+    table = run.get("rounds")
+    if not table:
+        return ""
+    base = table["baseline_test"]["IoU"]
+    rows = []
+    for r in table["rounds"]:
+        name = "teacher" if r["round"] == 0 else f"round {r['round']} students"
+        if not r["ran"]:
+            rows.append([esc(name), "—", "—", "—", f'<span class="reject">stopped</span>: {esc(r["reason"])}'])
+            continue
+        rows.append([f"<b>{esc(name)}</b>" if r["round"] == table["chosen_round"] else esc(name), fmt(r["oof_dice"], 4),
+                     fmt(r["test"]["IoU"]), delta_span(base, r["test"]["IoU"]),
+                     "chosen by the out-of-fold evidence" if r["round"] == table["chosen_round"] else ""])
+    parts = ['<h2 id="rounds">Self-training rounds</h2>',
+             html_table(["model", "out-of-fold Dice (labeled)", "test mean IoU", f"Δ IoU vs {table['baseline']}", "note"],
+                        rows),
+             f'<p class="note">A round runs only when the previous round\'s students beat their teacher\'s out-of-fold '
+             f"Dice on the labeled cases by more than {fmt(table['min_gain'])}; the chosen model is picked by that "
+             "evidence alone, never by the test scores shown beside it.</p>"]
+    if "rounds.png" in links:
+        parts.append('<div class="plots">' + html_figure(links["rounds.png"], "evidence and test IoU per round") + "</div>")
     return "\n".join(parts)
 
 

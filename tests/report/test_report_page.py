@@ -219,3 +219,34 @@ def test_experiment_report_renders_in_headless_chromium(chromium, tmp_path):
     assert "pseudo-qc-kd" in text and "+0.020" in text  # the row and its difference to the teacher
     # a case pseudo-labeled in several units gets one picture per unit: each unit has its own folder
     assert all(src.startswith(("f1_s0/", "f0.5_s0/", "iou_heatmap")) for src in dom.images)
+
+
+def test_run_with_rounds_shows_each_round_and_the_chosen_one(run_folder, tmp_path):
+    """A run of ``rounds=3`` whose third round stopped: the page tables every round, marks the round the out-of-fold
+    evidence chose, says why the stopped one did not run, and shows the rounds plot."""
+    from report_run_folder import _png
+
+    run = tmp_path / "rounds_run"
+    shutil.copytree(run_folder, run)
+    settings = json.loads((run / "run_settings.json").read_text())
+    (run / "run_settings.json").write_text(json.dumps({**settings, "rounds": 3}))
+    test = lambda iou: {"Dice": round(2 * iou / (1 + iou), 4), "IoU": iou}
+    reason = "round 2's students' out-of-fold Dice 0.8010 vs their teacher's 0.8050: a gain of -0.0040, not more than 0"
+    (run / "rounds.json").write_text(json.dumps({
+        "rounds": [{"round": 0, "model": "teacher", "ran": True, "oof_dice": 0.79, "test": test(0.66)},
+                   {"round": 1, "model": "r1", "ran": True, "oof_dice": 0.805, "test": test(0.672), "reason": "own"},
+                   {"round": 2, "model": "r2", "ran": True, "oof_dice": 0.801, "test": test(0.69), "reason": "ran"},
+                   {"round": 3, "model": "r3", "ran": False, "reason": reason}],
+        "chosen_round": 1, "baseline": "teacher", "baseline_test": test(0.66), "min_gain": 0.0,
+        "scores": {"teacher": test(0.66), "supervised": test(0.65), "student": test(0.672)}}))
+    _png(run / "rounds.png", "rounds")
+    html = build_report(run, progress=False).read_text()
+    section = html[html.index('<h2 id="rounds">'):html.index('<h2 id="pseudo">')]
+    assert "<b>round 1 students</b>" in section and "chosen by the out-of-fold evidence" in section
+    assert section.count("chosen by the out-of-fold evidence") == 1  # round 2 tested higher, but was not chosen
+    assert "stopped</span>: " + reason.replace("'", "&#x27;") in section
+    assert "<td>0.8050</td><td>0.672</td>" in section and "<td>0.8010</td><td>0.690</td>" in section
+    assert 'src="rounds.png"' in section or "rounds.png" in section
+    assert (run / "report" / "rounds.png").is_file()
+    # a run of one round has no such section
+    assert '<h2 id="rounds">' not in build_report(run_folder, tmp_path / "plain", progress=False).read_text()
