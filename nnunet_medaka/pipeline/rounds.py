@@ -3,7 +3,7 @@
 Round 1 is the run's own stages. Every later round repeats the method with the previous round's students as its
 teacher, in every sense the first round had one: their fold ensemble pseudo-labels the unlabeled pool again, a
 quality classifier is trained on *their* out-of-fold predictions (so ``filter`` and its thresholds follow the new
-teacher), a new student dataset is built from the labeled cases plus the newly accepted pseudo-labels, and new
+teacher; the earlier teachers' out-of-fold predictions join its training rows as more real mistakes), a new student dataset is built from the labeled cases plus the newly accepted pseudo-labels, and new
 students train every cross-validation fold with KD against fold k of the new teacher. That is why ``rounds > 1``
 asks for ``student_folds`` = every CV fold: a round's students must leave labeled cases out to become a teacher.
 
@@ -20,7 +20,7 @@ Nodes: ``round<r>/quality`` (the early-stop decision, then ``qc train``), ``roun
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 from nnunet_medaka.files import read_json, remove, write_json_atomic, write_text_atomic
 from nnunet_medaka.pipeline.engine import Step
@@ -82,16 +82,19 @@ def _gated(step: Step, folder: Path, r: int) -> Step:
     return Step(step.commands, run, step.reset)
 
 
-def round_steps(r: int, *, unit: Unit, previous: Model, previous_teacher: Model, dataset: tuple[int, str],
+def round_steps(r: int, *, unit: Unit, previous: Model, earlier: Sequence[Model], dataset: tuple[int, str],
                 layout: RunLayout, kd: list, init: Callable, ground_truth: Path, last: bool,
                 prior_folder: Optional[Path]) -> dict:
     """Round r's steps by name (`ROUND_STEPS`): ``unit`` has the round's folders and ``previous`` (round r-1's
-    students) as its teacher; ``previous_teacher`` is round r-1's teacher (the early-stop evidence);
-    ``prior_folder`` round r-1's folder (None for r = 2, whose previous round is the run's own stages)."""
+    students) as its teacher; ``earlier`` the models before it, oldest first (the last one is round r-1's teacher,
+    the early-stop evidence; all of them add their out-of-fold predictions, real mistakes, to the quality
+    classifier's training rows); ``prior_folder`` round r-1's folder (None for r = 2, whose previous round is the
+    run's own stages)."""
     s = unit.settings
     folder = unit.folders.folder
     student = unit.model(STUDENT_TRAINER, dataset)
-    quality = quality_step(unit)
+    quality = quality_step(unit, extra=earlier)
+    previous_teacher = earlier[-1]
 
     def decide(say) -> dict:
         prior = _decision(prior_folder) if prior_folder is not None else {"continue": True}

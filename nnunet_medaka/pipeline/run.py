@@ -145,7 +145,7 @@ def _round_nodes(unit: Unit, layout: RunLayout, raw_root: Path, first: tuple[int
         previous = models[r - 1]
         init = (lambda f, prev=previous: ["-pretrained_weights", prev.folder / f"fold_{f}" / "checkpoint_final.pth"]) \
             if s["student_init"] == "teacher" else (lambda f: [])
-        steps = round_steps(r, unit=ru, previous=previous, previous_teacher=models[r - 2], dataset=dataset,
+        steps = round_steps(r, unit=ru, previous=previous, earlier=[models[k] for k in range(r - 1)], dataset=dataset,
                             layout=layout, kd=kd, init=init, ground_truth=unlabeled_gt, last=r == n,
                             prior_folder=round_folders(layout, r - 1).folder if r > 2 else None)
         inputs = {"round": r, "dataset": dataset[0], "min_gain": s["round_min_gain"]}

@@ -176,21 +176,24 @@ def train_step(unit: Unit, model: Model, folds: Sequence, *, role: str, npz: boo
     return Step(commands, run, reset=lambda: remove(*(model.folder / f"fold_{f}" for f in folds)))
 
 
-def quality_step(unit: Unit) -> Step:
-    """The quality classifier from the teacher's out-of-fold predictions (``nnunet-medaka qc train``)."""
+def quality_step(unit: Unit, extra: Sequence[Model] = ()) -> Step:
+    """The quality classifier from the teacher's out-of-fold predictions (``nnunet-medaka qc train``), with the
+    out-of-fold predictions of the ``extra`` cross-validations of the same labeled cases as more training rows."""
     s, folder, t = unit.settings, unit.folders.quality, unit.model()
+    extra_args = [a for m in extra for a in ("--extra-teacher", f"{m.dataset_id}:{m.trainer}:{m.plans}")]
 
     def run(say) -> dict:
         from nnunet_medaka.quality.commands import train_quality
 
         train_quality(str(t.dataset_id), t.configuration, trainer=t.trainer, plans=t.plans, folds=unit.folds, tau=s["tau"], corruptions_per_organ=s["corruptions_per_organ"], seed=unit.seed,
-                      output=folder, overwrite=True, progress=False)
+                      output=folder, overwrite=True, progress=False,
+                      extra_teachers=[(str(m.dataset_id), m.trainer, m.plans) for m in extra])
         return {"folder": str(folder)}
 
     commands = lambda: [cmd("nnunet-medaka", [
         "qc", "train", "-d", t.dataset_id, "-c", t.configuration, *(["-tr", t.trainer] if t.trainer != TEACHER_TRAINER
                                                                      else []), "-p", t.plans, "-f", ",".join(map(str, unit.folds)),
-        "--tau", s["tau"], "--corruptions", s["corruptions_per_organ"], "--seed", unit.seed, "-o", folder])]
+        "--tau", s["tau"], "--corruptions", s["corruptions_per_organ"], "--seed", unit.seed, *extra_args, "-o", folder])]
     return Step(commands, run, reset=lambda: remove(folder))
 
 

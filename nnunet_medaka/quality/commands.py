@@ -36,7 +36,7 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
                   folds: Optional[Sequence[int]] = None, tau: float | str = 0.7, corruptions_per_organ: int = 4,
                   seed: int = 0, accept_threshold: Optional[float] = None, cv_folds: int = 5,
                   output: Optional[os.PathLike | str] = None, evaluate: bool = True, overwrite: bool = False,
-                  tta: bool = False, progress: bool = True) -> Path:
+                  tta: bool = False, progress: bool = True, extra_teachers: Sequence[tuple] = ()) -> Path:
     """Train a quality model on a teacher's cross-validation outputs; returns the quality folder.
 
     Parameters
@@ -61,6 +61,12 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
         Also write the grouped-CV report into ``<output>/evaluation``.
     overwrite : bool
         Replace an existing quality folder.
+    extra_teachers : sequence of (dataset, trainer, plans)
+        Other cross-validations of the same labeled cases (e.g. a weaker or earlier teacher, or the teacher of an
+        earlier self-training round): their out-of-fold predictions are real mistakes of real networks, added as
+        training rows (``source`` ``oof:<model>``, like the corruptions not ``real``: the classifier is still judged
+        and its threshold chosen on this teacher's own out-of-fold predictions). Cases the teacher did not
+        validate are left out, so the grouped CV keeps every case on one side.
     tta : bool
         Also compute the test-time-augmentation agreement baseline (``quality.tta``): each fold's network re-run
         on its held-out cases, mirrored. Evaluated on the real out-of-fold rows; not a classifier feature.
@@ -81,6 +87,17 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
     if folder.exists() and not overwrite:
         raise MedakaError(f"{folder}: exists; pass --overwrite to replace it")
     rows, reference = build_table(cv, corruptions_per_organ=corruptions_per_organ, seed=seed, progress=progress)
+    extra_sources = []
+    for x_dataset, x_trainer, x_plans in extra_teachers:
+        other = find_teacher_cv(str(x_dataset), configuration, x_trainer, x_plans, folds)
+        if other.labels != cv.labels:
+            raise MedakaError(f"extra teacher {other.model_folder}: labels {other.labels} differ from the teacher's "
+                              f"{cv.labels}; give a cross-validation of the same labels")
+        other.cases = {c: info for c, info in other.cases.items() if c in cv.cases}
+        tag = f"oof:{other.model_folder.parent.name}/{other.model_folder.name}"
+        extra, _ = build_table(other, corruptions_per_organ=0, seed=seed, progress=progress)
+        rows += [{**r, "source": tag, "real": 0} for r in extra]
+        extra_sources.append({"model": str(other.model_folder), "cases": len(other.cases), "rows": len(extra)})
     if tta:
         from nnunet_medaka.quality.tta import tta_agreement
 
@@ -105,7 +122,7 @@ def train_quality(dataset: str, configuration: str, *, trainer: str = "Supervise
     identity = {**cv.identity, "file_ending": cv.file_ending,
                 "n_channels": len(next(iter(cv.cases.values()))["images"])}
     settings = {"tau": tau, "corruptions_per_organ": corruptions_per_organ, "seed": seed, "cv_folds": cv_folds,
-                "signal_thresholds": signal_thresholds(rows, tau)}
+                "signal_thresholds": signal_thresholds(rows, tau), "extra_teachers": extra_sources}
     model = fit_quality_model(rows, reference, cv.labels, tau=tau, teacher=identity, seed=seed,
                               accept_threshold=accept_threshold, n_splits=cv_folds, training_info=settings)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
@@ -259,11 +276,19 @@ def _folds(text: Optional[str]) -> Optional[list]:
     return None if text is None else [int(f) for f in text.replace(",", " ").split()]
 
 
+def _extra_teacher(text: str) -> tuple:
+    parts = text.split(":")
+    if len(parts) != 3 or not all(parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected DATASET:TRAINER:PLANS, e.g. 4:SupervisedTrainer:nnUNetPlans")
+    return tuple(parts)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     train_quality(args.dataset, args.configuration, trainer=args.trainer, plans=args.plans, folds=args.folds,
                   tau=args.tau, corruptions_per_organ=args.corruptions, seed=args.seed,
                   accept_threshold=args.accept_threshold, cv_folds=args.cv_folds, output=args.output,
-                  evaluate=not args.no_evaluate, overwrite=args.overwrite, tta=args.tta)
+                  evaluate=not args.no_evaluate, overwrite=args.overwrite, tta=args.tta,
+                  extra_teachers=args.extra_teacher or ())
     return 0
 
 
@@ -310,6 +335,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="fixed operating point on P(good) (default: chosen by grouped CV, Youden J)")
     t.add_argument("--cv-folds", type=int, default=5, help="grouped cross-validation folds (default %(default)s)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--extra-teacher", action="append", type=_extra_teacher, metavar="DATASET:TRAINER:PLANS",
+                   help="another cross-validation of the same labeled cases (trained with --npz), whose out-of-fold "
+                   "predictions become training rows of real mistakes; repeatable")
     t.add_argument("-o", dest="output", default=None, help="quality folder (default <teacher folder>/quality)")
     t.add_argument("--no-evaluate", action="store_true", help="skip the grouped-CV report")
     t.add_argument("--overwrite", action="store_true", help="replace an existing quality folder")

@@ -47,6 +47,9 @@ def test_three_rounds_chain_teachers_resume_after_kill_and_stop_on_evidence(nnun
         # ... their out-of-fold predictions trained this round's quality classifier ...
         quality = json.loads((out / "rounds" / f"round{r}" / "quality" / "features.json").read_text())
         assert quality["teacher"]["trainer"] == "KDTrainer"
+        # ... with every earlier teacher's out-of-fold predictions as more real mistakes to learn from
+        teacher = results / "Dataset962_RoundTiny" / "SupervisedTrainer__nnUNetPlansSmall__3d_fullres"
+        assert [Path(x["model"]) for x in quality["training"]["extra_teachers"]] == [teacher, student(1)][: r - 1]
         # ... and fold k distils from their fold k, on the labeled cases plus this round's pseudo-labels only
         for fold in (0, 1):
             resolved = json.loads((student(r) / f"fold_{fold}" / "nnunet_medaka_resolved_config.json").read_text())

@@ -150,6 +150,34 @@ def _train(teacher_cv, trainer, **kwargs):
                          progress=False, **kwargs)
 
 
+def test_extra_teacher_adds_its_out_of_fold_mistakes_as_training_rows(teacher_cv, folders_env, tmp_path):
+    """Another cross-validation of the same cases (here the teacher's own outputs under another trainer name, one
+    name) adds one training row per validated case and organ, never a `real` one; the report still judges the
+    classifier on the teacher's own out-of-fold rows."""
+    from nnunet_medaka.cli import main
+
+    other = _copy_teacher(teacher_cv, "QCEarlierTeacher")
+    plain = _train(teacher_cv, "SupervisedTrainer", output=tmp_path / "plain", corruptions_per_organ=0)
+    folder = _train(teacher_cv, "SupervisedTrainer", output=tmp_path / "extra", corruptions_per_organ=0,
+                    extra_teachers=[(str(teacher_cv.dataset.id), "QCEarlierTeacher", teacher_cv.plans)])
+    read = lambda f: list(csv.DictReader(open(f / "features.csv")))
+    base, rows = read(plain), read(folder)
+    tag = f"oof:{other.parent.name}/{other.name}"
+    extra = [r for r in rows if r["source"] == tag]
+    assert len(extra) == len(base) and all(r["real"] == "0" for r in extra)
+    # the same predictions: the same IoU, case by case and organ by organ
+    assert sorted((r["case"], r["organ"], r["iou"]) for r in extra) == sorted((r["case"], r["organ"], r["iou"]) for r in base)
+    info = json.loads((folder / "features.json").read_text())["training"]
+    assert info["extra_teachers"] == [{"model": str(other), "cases": len({r["case"] for r in base}), "rows": len(base)}]
+    # the classifier is still judged on the teacher's own out-of-fold rows only
+    report = json.loads((folder / "evaluation" / "report.json").read_text())
+    real_n = {organ: m["classifier"]["n"] for organ, m in report["metrics"]["real"].items()}
+    assert real_n == {**{o: sum(r["organ"] == o for r in base) for o in {r["organ"] for r in base}}, "overall": len(base)}
+    assert np.isfinite([float(r["iou"]) for r in extra]).all()
+    with pytest.raises(SystemExit):
+        main(["qc", "train", "-d", "1", "-c", "3d_fullres", "--extra-teacher", "1:SupervisedTrainer"])
+
+
 def test_no_cross_validation_outputs(teacher_cv, folders_env):
     with pytest.raises(MedakaError, match=r"no cross-validation outputs.*nnUNetv2_train 901 3d_fullres FOLD"):
         _train(teacher_cv, "NoSuchTrainer")
