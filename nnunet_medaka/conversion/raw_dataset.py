@@ -42,6 +42,8 @@ __all__ = [
     "cases_in_folder",
     "dataset_folder_name",
     "free_dataset_ids",
+    "reserve_dataset_ids",
+    "reserved_dataset_ids",
     "list_cases",
     "resolve_raw_dataset",
     "staged_dataset",
@@ -123,6 +125,75 @@ def staged_dataset(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
         yield staging
     if replaced:
         log.info("replaced %s; re-run nnUNetv2_plan_and_preprocess for it if it was planned before", target)
+
+
+RESERVATIONS_FILE = ".nnunet_medaka_reserved_ids.json"
+
+
+def _ints(value) -> set:
+    if isinstance(value, bool):
+        return set()
+    if isinstance(value, int):
+        return {value}
+    if isinstance(value, dict):
+        return set().union(*map(_ints, value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*map(_ints, value)) if value else set()
+    return set()
+
+
+@contextlib.contextmanager
+def _reservations_lock(raw_root: Path) -> Iterator[None]:
+    import fcntl
+
+    raw_root.mkdir(parents=True, exist_ok=True)
+    with open(raw_root / (RESERVATIONS_FILE + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _live_reservations(raw_root: Path) -> dict:
+    """id -> owner file of every reservation whose owner file still exists and still lists the id."""
+    import json
+
+    path = raw_root / RESERVATIONS_FILE
+    try:
+        entries = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:  # a torn file of a killed writer cannot happen (atomic writes); anything else is stale
+        entries = {}
+    live = {}
+    for ident, owner in entries.items():
+        try:
+            listed = _ints(json.loads(Path(owner).read_text()))
+        except (OSError, ValueError):
+            continue
+        if int(ident) in listed:
+            live[int(ident)] = owner
+    return live
+
+
+def reserved_dataset_ids(raw_root: Path, *, except_owner: Optional[Path] = None) -> set:
+    """Dataset ids that a run or experiment has recorded for datasets it has not written yet.
+
+    Two experiments (or runs) on one ``nnUNet_raw`` would otherwise both choose an id that the first recorded
+    but had not created yet, and one of them fail much later. A reservation lives as long as its owner file (the
+    experiment's ``datasets.json``, the run's ``student_dataset.json``) exists and lists the id.
+    """
+    owner = str(Path(except_owner).resolve()) if except_owner is not None else None
+    with _reservations_lock(Path(raw_root)):
+        return {i for i, o in _live_reservations(Path(raw_root)).items() if o != owner}
+
+
+def reserve_dataset_ids(raw_root: Path, ids, owner: Path) -> None:
+    """Record ``ids`` as reserved by ``owner`` (a JSON file that lists them); stale reservations are dropped."""
+    raw_root = Path(raw_root)
+    with _reservations_lock(raw_root):
+        live = {str(i): o for i, o in _live_reservations(raw_root).items()}
+        live.update({str(int(i)): str(Path(owner).resolve()) for i in ids})
+        write_json_atomic(raw_root / RESERVATIONS_FILE, live)
 
 
 def free_dataset_ids(count: int, start: int, taken: set, *, fix: str, wrap: bool = True) -> list:

@@ -69,13 +69,14 @@ def _check_choices(rows: Sequence[str], fractions: Sequence[float], seeds: Seque
 def _allocate_ids(out: Path, keys: list, dataset_id: int, first_id: Optional[int], names) -> dict:
     """Dataset ids of the experiment: those recorded in ``OUT/datasets.json``, then the first free ones from
     ``first_id`` (default the dataset's id + 100, wrapping below 1000)."""
-    from nnunet_medaka.conversion.raw_dataset import free_dataset_ids
+    from nnunet_medaka.conversion.raw_dataset import free_dataset_ids, reserved_dataset_ids
     from nnunet_medaka.environment import nnunet_folder
 
     path = ExperimentLayout(out).ids
     ids = read_json(path, what="the experiment's dataset ids") if path.is_file() else {}
     used = {int(p.name[7:10]) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
             for p in nnunet_folder(v).glob("Dataset[0-9][0-9][0-9]_*")}
+    used |= reserved_dataset_ids(nnunet_folder("nnUNet_raw"), except_owner=path)  # other experiments' and runs' ids
     new = [key for key in keys if key not in ids]
     ids.update(zip(new, free_dataset_ids(len(new), (dataset_id + 100) if first_id is None else first_id,
                                          used | set(ids.values()) | {dataset_id}, fix="free some ids or pass --first-id",
@@ -224,6 +225,10 @@ def run_experiment(
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(graph.layout.settings, record)  # first: it marks the folder as an experiment's
         write_json_atomic(graph.layout.ids, graph.ids)
+        from nnunet_medaka.conversion.raw_dataset import reserve_dataset_ids
+        from nnunet_medaka.environment import nnunet_folder
+
+        reserve_dataset_ids(nnunet_folder("nnUNet_raw"), graph.ids.values(), owner=graph.layout.ids)
         (out / "logs").mkdir(exist_ok=True)
     nodes = graph.nodes()
     say(f"experiment on {raw.name}, preset {preset!r}: rows {', '.join(rows)}; fractions "

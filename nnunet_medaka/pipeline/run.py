@@ -49,11 +49,12 @@ __all__ = ["run_pipeline"]
 def _student_id(layout: RunLayout, raw_root: Path, dataset_id: int) -> int:
     """The run's student dataset id: the one it recorded, else the first id above ``dataset_id + 100`` (wrapping
     below 1000) with no dataset in ``nnUNet_raw``."""
-    from nnunet_medaka.conversion.raw_dataset import free_dataset_ids
+    from nnunet_medaka.conversion.raw_dataset import free_dataset_ids, reserved_dataset_ids
 
     if layout.student.is_file():
         return int(read_json(layout.student, what="the run's student dataset id")["id"])
-    taken = {int(p.name[7:10]) for p in raw_root.glob("Dataset[0-9][0-9][0-9]_*")} | {dataset_id}
+    taken = {int(p.name[7:10]) for p in raw_root.glob("Dataset[0-9][0-9][0-9]_*")} | {dataset_id} | \
+        reserved_dataset_ids(raw_root)
     return free_dataset_ids(1, dataset_id + 100, taken, fix=f"free one in {raw_root} or pass --student-id")[0]
 
 
@@ -68,7 +69,10 @@ def _claim(layout: RunLayout, settings: dict, student: tuple[int, str], raw_root
     if taken and not layout.student.is_file():
         raise MedakaError(f"student dataset id {student[0]} is taken by {taken[0]}; pass --student-id with a free id")
     if not layout.student.is_file():
+        from nnunet_medaka.conversion.raw_dataset import reserve_dataset_ids
+
         write_json_atomic(layout.student, {"id": student[0], "name": student[1]})
+        reserve_dataset_ids(raw_root, [student[0]], owner=layout.student)
 
 
 def _plan_step(unit: Unit, labeled: list) -> Step:
