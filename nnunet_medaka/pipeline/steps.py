@@ -78,6 +78,12 @@ class Unit:
         return {v: Path(self.env[v]) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
 
     @property
+    def student_plans(self) -> str:
+        """The plans name of every student dataset made from this unit, in every round (``build-student``'s
+        default for a first-round teacher)."""
+        return f"{self.plans}From{self.dataset_id:03d}"
+
+    @property
     def preprocessed(self) -> Path:
         return self.roots["nnUNet_preprocessed"] / self.raw.name
 
@@ -88,7 +94,7 @@ class Unit:
         if dataset is None:
             return Model(self.dataset_id, trainer, self.plans, self.configuration,
                          self.roots["nnUNet_results"] / self.raw.name)
-        plans = f"{self.plans}From{self.dataset_id:03d}"
+        plans = self.student_plans
         if self.settings.get("student_width") is not None:  # a narrower network of the same plans
             plans = width_plans_name(plans, self.settings["student_width"])
         return Model(dataset[0], trainer, plans, self.configuration, self.roots["nnUNet_results"] / dataset[1])
@@ -185,8 +191,9 @@ def quality_step(unit: Unit, extra: Sequence[Model] = ()) -> Step:
     def run(say) -> dict:
         from nnunet_medaka.quality.commands import train_quality
 
-        train_quality(str(t.dataset_id), t.configuration, trainer=t.trainer, plans=t.plans, folds=unit.folds, tau=s["tau"], corruptions_per_organ=s["corruptions_per_organ"], seed=unit.seed,
-                      output=folder, overwrite=True, progress=False,
+        train_quality(str(t.dataset_id), t.configuration, trainer=t.trainer, plans=t.plans, folds=unit.folds,
+                      tau=s["tau"], corruptions_per_organ=s["corruptions_per_organ"], seed=unit.seed, output=folder,
+                      overwrite=True, progress=False,
                       extra_teachers=[(str(m.dataset_id), m.trainer, m.plans) for m in extra])
         return {"folder": str(folder)}
 
@@ -249,7 +256,7 @@ def build_student_step(unit: Unit, source: Path, dataset: tuple[int, str], *, se
 
     width = unit.settings.get("student_width")
     # a later round's teacher is itself a student dataset: its students keep the first round's plans name
-    plans = f"{unit.plans}From{unit.dataset_id:03d}" if unit.teacher is not None else None
+    plans = unit.student_plans if unit.teacher is not None else None
     commands = lambda: [cmd("nnunet-medaka", ["build-student", source, "-d", ident, "-n", short, "--teacher-raw", unit.raw,
                                               *(["--plans-name", plans] if plans else []), "--overwrite"])] + ([
         f"# the student's plans with {width:g} of the feature maps per stage: {unit.model(dataset=dataset).plans}"]
