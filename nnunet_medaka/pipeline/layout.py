@@ -52,13 +52,19 @@ class RunLayout(UnitFolders):
 
     STATE, SETTINGS, STUDENT = "run_state.json", "run_settings.json", "student_dataset.json"
     RESULTS, MARKDOWN, PLOT, OVERLAYS = "results.json", "results.md", "iou_per_organ.png", "overlays.png"
+    ROUNDS, ROUNDS_MARKDOWN, ROUNDS_PLOT = "rounds.json", "rounds.md", "rounds.png"
     MARKERS = (STATE, SETTINGS)
 
     def __init__(self, folder: Path):
         super().__init__(folder)
-        for attr in ("STATE", "SETTINGS", "STUDENT", "RESULTS", "MARKDOWN", "PLOT", "OVERLAYS"):
+        for attr in ("STATE", "SETTINGS", "STUDENT", "RESULTS", "MARKDOWN", "PLOT", "OVERLAYS", "ROUNDS",
+                     "ROUNDS_MARKDOWN", "ROUNDS_PLOT"):
             setattr(self, attr.lower(), self.folder / getattr(self, attr))
         self.logs = self.folder / "logs"
+
+    def round(self, r: int) -> UnitFolders:
+        """Where self-training round r (>= 2) writes: ``rounds/round<r>/``."""
+        return UnitFolders(self.folder / "rounds" / f"round{r}")
 
 
 class ExperimentLayout:

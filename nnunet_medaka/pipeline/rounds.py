@@ -24,7 +24,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from nnunet_medaka.files import read_json, remove, write_json_atomic, write_text_atomic
 from nnunet_medaka.pipeline.engine import Step
-from nnunet_medaka.pipeline.layout import RunLayout, UnitFolders
+from nnunet_medaka.pipeline.layout import RunLayout
 from nnunet_medaka.pipeline.steps import (
     Unit, build_student_step, evaluate_step, pseudolabel_step, quality_step, train_step,
 )
@@ -147,16 +147,14 @@ def rounds_step(layout: RunLayout, *, n_rounds: int, teacher: Model, students: M
         rows = [{"round": 0, "model": "teacher", "ran": True, "oof_dice": round(out_of_fold_dice(teacher.folder, folds)["dice"], 4),
                  "test": first["scores"]["teacher"]["mean"]}]
         for r in range(1, n_rounds + 1):
-            folder = layout.folder if r == 1 else round_folders(layout, r).folder
-            decision = {"continue": True, "reason": "the run's own stages"} if r == 1 else _decision(folder)
+            folders = layout if r == 1 else layout.round(r)  # a run folder is the first round's unit folder
+            decision = {"continue": True, "reason": "the run's own stages"} if r == 1 else _decision(folders.folder)
             row = {"round": r, "model": str(students[r].folder), "ran": bool(decision and decision["continue"]),
                    "reason": decision["reason"] if decision else "not decided"}
             if row["ran"]:
-                pseudo_dir = layout.pseudolabels if r == 1 else round_folders(layout, r).pseudolabels
-                pseudo = read_json(pseudo_dir / "pseudolabel_summary.json", what="the pseudo-labels' summary")
-                summary = layout.predictions("student") if r == 1 else round_folders(layout, r).predictions("student")
+                pseudo = read_json(folders.pseudolabels / "pseudolabel_summary.json", what="the pseudo-labels' summary")
                 row.update(oof_dice=round(out_of_fold_dice(students[r].folder, folds)["dice"], 4),
-                           test=per_label_scores(summary / "summary.json", labels)["mean"],
+                           test=per_label_scores(folders.predictions("student") / "summary.json", labels)["mean"],
                            pseudo={k: pseudo.get(k) for k in ("cases_accepted", "cases_partial", "cases_rejected")}
                            | {"for_student": len(pseudo.get("cases_for_student", [])),
                               "true_iou": pseudo.get("true_iou")})
@@ -172,19 +170,14 @@ def rounds_step(layout: RunLayout, *, n_rounds: int, teacher: Model, students: M
                    "baseline_test": first["scores"][first.get("baseline", "teacher")]["mean"],
                    "scores": {k: v["mean"] for k, v in first["scores"].items()}, "min_gain": min_gain,
                    "student_init": student_init}
-        write_json_atomic(layout.folder / "rounds.json", results)
-        write_text_atomic(layout.folder / "rounds.md", rounds_summary_text(results) + "\n")
-        _plot(results, layout.folder / "rounds.png")
-        say(f"rounds table: {layout.folder / 'rounds.md'}")
-        return {"rounds": str(layout.folder / "rounds.json"), "chosen_round": chosen}
+        write_json_atomic(layout.rounds, results)
+        write_text_atomic(layout.rounds_markdown, rounds_summary_text(results) + "\n")
+        _plot(results, layout.rounds_plot)
+        say(f"rounds table: {layout.rounds_markdown}")
+        return {"rounds": str(layout.rounds), "chosen_round": chosen}
 
-    return Step(lambda: [f"# the rounds table: {layout.folder / 'rounds.md'}"], run,
-                reset=lambda: remove(*(layout.folder / f"rounds.{e}" for e in ("json", "md", "png"))))
-
-
-def round_folders(layout: RunLayout, r: int) -> UnitFolders:
-    """Where round r (>= 2) writes: ``rounds/round<r>/`` of the run folder."""
-    return UnitFolders(layout.folder / "rounds" / f"round{r}")
+    return Step(lambda: [f"# the rounds table: {layout.rounds_markdown}"], run,
+                reset=lambda: remove(layout.rounds, layout.rounds_markdown, layout.rounds_plot))
 
 
 def rounds_summary_text(results: Mapping) -> str:

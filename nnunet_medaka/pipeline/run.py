@@ -136,14 +136,14 @@ def _round_nodes(unit: Unit, layout: RunLayout, raw_root: Path, first: tuple[int
     before it."""
     from dataclasses import replace
 
-    from nnunet_medaka.pipeline.rounds import ROUND_STEPS, round_dataset, round_folders, round_steps, rounds_step
+    from nnunet_medaka.pipeline.rounds import ROUND_STEPS, round_dataset, round_steps, rounds_step
 
     s, n = unit.settings, unit.settings["rounds"]
     nodes, names = [], list(after)
     models = {0: teacher, 1: student}
     for r in range(2, n + 1):
         dataset = round_dataset(layout, raw_root, r, first, record=record)
-        folders = round_folders(layout, r)
+        folders = layout.round(r)
         ru = replace(unit, folders=folders, log_prefix=f"round{r}_", teacher=models[r - 1])
         models[r] = ru.model(STUDENT_TRAINER, dataset)
         previous = models[r - 1]
@@ -151,7 +151,7 @@ def _round_nodes(unit: Unit, layout: RunLayout, raw_root: Path, first: tuple[int
             if s["student_init"] == "teacher" else (lambda f: [])
         steps = round_steps(r, unit=ru, previous=previous, earlier=[models[k] for k in range(r - 1)], dataset=dataset,
                             layout=layout, kd=kd, init=init, ground_truth=unlabeled_gt, last=r == n,
-                            prior_folder=round_folders(layout, r - 1).folder if r > 2 else None)
+                            prior_folder=layout.round(r - 1).folder if r > 2 else None)
         inputs = {"round": r, "dataset": dataset[0], "min_gain": s["round_min_gain"]}
         for step in ROUND_STEPS:
             name = f"round{r}/{step}"
@@ -299,7 +299,7 @@ def _run(args: argparse.Namespace) -> int:
                  overwrite=args.overwrite)
     if not args.dry_run:
         print_run_summary(Path(args.out))
-        rounds = Path(args.out) / "rounds.md"
+        rounds = RunLayout(Path(args.out)).rounds_markdown
         if rounds.is_file() and run_settings_rounds(Path(args.out)) > 1:
             print("\n" + rounds.read_text().rstrip())
     return 0

@@ -263,9 +263,9 @@ def collect_run(run_dir: Path) -> dict:
             missing.append(f"{name} not written yet")
     rounds = None
     if int(settings.get("rounds", 1) or 1) > 1:  # self-training rounds: their table and plot
-        rounds = read_json_noted(run_dir / "rounds.json", missing, "the rounds table")
-        if (run_dir / "rounds.png").is_file():
-            plots["rounds.png"] = run_dir / "rounds.png"
+        rounds = read_json_noted(layout.rounds, missing, "the rounds table")
+        if layout.rounds_plot.is_file():
+            plots[layout.ROUNDS_PLOT] = layout.rounds_plot
     return {
         "run": run_dir, "settings": settings,
         "dataset": results.get("dataset") or (pseudo["settings"].get("teacher") or {}).get("dataset")
