@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from helpers import make_raw_dataset
-from nnunet_medaka.conversion.raw_dataset import reserve_dataset_ids, reserved_dataset_ids
+from nnunet_medaka.conversion.raw_dataset import reserve_dataset_ids, reserved_dataset_ids, taken_dataset_ids
 from nnunet_medaka.conversion.split import split_dataset
 from nnunet_medaka.environment import plugin_environ
 from nnunet_medaka.pipeline.experiment_command import run_experiment
@@ -30,6 +30,19 @@ def test_reservations_live_as_long_as_their_owner_lists_them(tmp_path):
     assert reserved_dataset_ids(raw) == {500, 501, 600, 601}
     owner.unlink()  # a deleted experiment frees its ids
     assert reserved_dataset_ids(raw) == {600, 601}
+
+
+def test_taken_ids_are_folders_in_any_root_plus_other_owners_reservations(tmp_path):
+    raw, results = tmp_path / "raw", tmp_path / "results"
+    (raw / "Dataset004_A").mkdir(parents=True)
+    (results / "Dataset007_B").mkdir(parents=True)
+    (raw / "Dataset12_NotAnId").mkdir()  # not three digits: not nnU-Net's naming
+    owner = tmp_path / "student_dataset.json"
+    owner.write_text(json.dumps({"id": 900, "name": "Dataset900_S"}))
+    reserve_dataset_ids(raw, [900], owner)
+    assert taken_dataset_ids(raw) == {4, 900}
+    assert taken_dataset_ids(raw, results, tmp_path / "missing") == {4, 7, 900}
+    assert taken_dataset_ids(raw, results, except_owner=owner) == {4, 7}
 
 
 def test_an_experiment_skips_the_ids_another_one_recorded(tmp_path, monkeypatch):

@@ -44,6 +44,7 @@ __all__ = [
     "free_dataset_ids",
     "reserve_dataset_ids",
     "reserved_dataset_ids",
+    "taken_dataset_ids",
     "list_cases",
     "resolve_raw_dataset",
     "staged_dataset",
@@ -194,6 +195,13 @@ def reserve_dataset_ids(raw_root: Path, ids, owner: Path) -> None:
         live = {str(i): o for i, o in _live_reservations(raw_root).items()}
         live.update({str(int(i)): str(Path(owner).resolve()) for i in ids})
         write_json_atomic(raw_root / RESERVATIONS_FILE, live)
+
+
+def taken_dataset_ids(raw_root: Path, *more_roots: Path, except_owner: Optional[Path] = None) -> set:
+    """Dataset ids in use: a ``DatasetXXX_*`` folder in ``raw_root`` (or in ``more_roots``, e.g. the preprocessed
+    and results folders), or an id another run or experiment reserved (`reserved_dataset_ids`)."""
+    ids = {int(p.name[7:10]) for root in (raw_root, *more_roots) for p in Path(root).glob("Dataset[0-9][0-9][0-9]_*")}
+    return ids | reserved_dataset_ids(raw_root, except_owner=except_owner)
 
 
 def free_dataset_ids(count: int, start: int, taken: set, *, fix: str, wrap: bool = True) -> list:

@@ -69,14 +69,13 @@ def _check_choices(rows: Sequence[str], fractions: Sequence[float], seeds: Seque
 def _allocate_ids(out: Path, keys: list, dataset_id: int, first_id: Optional[int], names) -> dict:
     """Dataset ids of the experiment: those recorded in ``OUT/datasets.json``, then the first free ones from
     ``first_id`` (default the dataset's id + 100, wrapping below 1000)."""
-    from nnunet_medaka.conversion.raw_dataset import free_dataset_ids, reserved_dataset_ids
+    from nnunet_medaka.conversion.raw_dataset import free_dataset_ids, taken_dataset_ids
     from nnunet_medaka.environment import nnunet_folder
 
     path = ExperimentLayout(out).ids
     ids = read_json(path, what="the experiment's dataset ids") if path.is_file() else {}
-    used = {int(p.name[7:10]) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-            for p in nnunet_folder(v).glob("Dataset[0-9][0-9][0-9]_*")}
-    used |= reserved_dataset_ids(nnunet_folder("nnUNet_raw"), except_owner=path)  # other experiments' and runs' ids
+    used = taken_dataset_ids(*(nnunet_folder(v) for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")),
+                             except_owner=path)  # its own reservations are in ids already
     new = [key for key in keys if key not in ids]
     ids.update(zip(new, free_dataset_ids(len(new), (dataset_id + 100) if first_id is None else first_id,
                                          used | set(ids.values()) | {dataset_id}, fix="free some ids or pass --first-id",

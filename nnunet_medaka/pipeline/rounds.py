@@ -39,14 +39,13 @@ DECISION_FILE = "decision.json"
 def round_dataset(layout: RunLayout, raw_root: Path, r: int, first: tuple[int, str], *, record: bool) -> tuple[int, str]:
     """``(id, DatasetXXX_Name)`` of round r's student dataset: the one the run recorded, else the first free id
     after the first round's (recorded in ``student_dataset.json`` unless ``record`` is False, as in a dry run)."""
-    from nnunet_medaka.conversion.raw_dataset import free_dataset_ids, reserve_dataset_ids, reserved_dataset_ids
+    from nnunet_medaka.conversion.raw_dataset import free_dataset_ids, reserve_dataset_ids, taken_dataset_ids
 
     info = read_json(layout.student, what="the run's student dataset id") if layout.student.is_file() else {}
     rounds = info.get("rounds", {})
     if str(r) in rounds:
         return int(rounds[str(r)]["id"]), rounds[str(r)]["name"]
-    taken = {int(p.name[7:10]) for p in raw_root.glob("Dataset[0-9][0-9][0-9]_*")} | {first[0]} | \
-        {int(v["id"]) for v in rounds.values()} | reserved_dataset_ids(raw_root, except_owner=layout.student)
+    taken = taken_dataset_ids(raw_root, except_owner=layout.student) | {first[0]} | {int(v["id"]) for v in rounds.values()}
     ident = free_dataset_ids(1, first[0] + 1, taken, fix=f"free one in {raw_root}")[0]
     name = f"Dataset{ident:03d}_{first[1].split('_', 1)[1]}Round{r}"
     if record:

@@ -49,12 +49,11 @@ __all__ = ["run_pipeline"]
 def _student_id(layout: RunLayout, raw_root: Path, dataset_id: int) -> int:
     """The run's student dataset id: the one it recorded, else the first id above ``dataset_id + 100`` (wrapping
     below 1000) with no dataset in ``nnUNet_raw``."""
-    from nnunet_medaka.conversion.raw_dataset import free_dataset_ids, reserved_dataset_ids
+    from nnunet_medaka.conversion.raw_dataset import free_dataset_ids, taken_dataset_ids
 
     if layout.student.is_file():
         return int(read_json(layout.student, what="the run's student dataset id")["id"])
-    taken = {int(p.name[7:10]) for p in raw_root.glob("Dataset[0-9][0-9][0-9]_*")} | {dataset_id} | \
-        reserved_dataset_ids(raw_root)
+    taken = taken_dataset_ids(raw_root) | {dataset_id}
     return free_dataset_ids(1, dataset_id + 100, taken, fix=f"free one in {raw_root} or pass --student-id")[0]
 
 
