@@ -57,6 +57,9 @@ class MedakaConfig:
     # nnUNetTrainerDA5: more rotation and scaling, and noise, blur, sharpening, local gamma, blank rectangles ...),
     # the noisy-student recipe's "stronger augmentation for the student"
     augmentation: str = "nnunet"
+    # the last epochs of a student's training draw only its labeled cases: a final fine-tune on the labeled cases at
+    # the poly schedule's lowest learning rates (AbdomenCT-1K's self-training baseline); 0: none
+    finetune_epochs: int = 0
     # knowledge distillation (KDTrainer)
     teacher: Optional[str] = None
     teacher_folds: tuple = (0,)
@@ -173,6 +176,7 @@ _CHECKS: dict[str, Callable[[Any], Optional[str]]] = {
     "cpu_threads": _optional_positive_int,
     "labeled_share": _optional_share,
     "augmentation": _one_of("nnunet", "da5"),
+    "finetune_epochs": _non_negative_int,
     "teacher": _optional_path,
     "teacher_folds": _fold_list,
     "teacher_checkpoint": _non_empty_string,

@@ -47,7 +47,8 @@ from nnunet_medaka.pipeline.engine import Node, Step
 from nnunet_medaka.pipeline.layout import ExperimentLayout, parse_unit_key, unit_key
 from nnunet_medaka.pseudolabel.outputs import accept_all_view
 from nnunet_medaka.pipeline.steps import (
-    Unit, build_student_step, evaluate_step, pseudolabel_inputs, pseudolabel_step, quality_step, train_step,
+    Unit, build_student_step, evaluate_step, pseudolabel_inputs, pseudolabel_step, quality_step, student_recipe,
+    train_step,
 )
 from nnunet_medaka.training.stock import (
     STUDENT_TRAINER, TEACHER_TRAINER, cmd, plan_args, plans_name, threads_per_training, write_cv_splits,
@@ -359,10 +360,9 @@ class UnitGraph:
             deps = [f"{u}/dataset"] + (teachers if row == "kd-only" else [])
         else:
             deps = [f"{u}/data-{'all' if row == 'pseudo-all' else 'qc'}"] + (teachers if row == "pseudo-qc-kd" else [])
-        share = self.settings["labeled_share"]  # in the inputs only when set: folders made before resume as they were
         inputs = {"trainer": model.trainer, "fold": fold, "device": self.device, "npz": npz,
                   **({"kd": [self.settings["kd_weight"], self.settings["kd_temperature"]]} if row in KD_ROWS else {}),
-                  **({"labeled_share": share} if share is not None and row in PSEUDO_ROWS else {})}
+                  **(student_recipe(self.settings) if row in PSEUDO_ROWS else {})}
         step = train_step(self.unit(u), model, [fold], role=row, npz=npz, threads=self.threads,
                           private_configs=self.workers > 1)
         return Node(f"{u}/{row}/fold{fold}", inputs, deps, step)

@@ -35,7 +35,8 @@ from nnunet_medaka.conversion.split import split_layout
 from nnunet_medaka.pipeline.engine import Node, RunState, Step, print_events, run_graph
 from nnunet_medaka.pipeline.layout import RUN_STAGES, RunLayout
 from nnunet_medaka.pipeline.steps import (
-    Unit, build_student_step, evaluate_step, pseudolabel_inputs, pseudolabel_step, quality_step, train_step,
+    Unit, build_student_step, evaluate_step, pseudolabel_inputs, pseudolabel_step, quality_step, student_recipe,
+    train_step,
 )
 from nnunet_medaka.training.estimate import describe, disk_estimate
 from nnunet_medaka.training.presets import RUN_DEFAULTS, resolve_settings
@@ -256,7 +257,7 @@ def run_pipeline(dataset: str, out: os.PathLike | str, *, preset: str = "quick",
                                                keep=("raw", "preprocessed", "plans", "configuration", "labeled",
                                                      "pseudo", "ignore", "train_command"))),
         "student": ({"folds": settings["student_folds"], "init": settings["student_init"], "baseline": "supervised",
-                     **({"labeled_share": settings["labeled_share"]} if settings["labeled_share"] is not None else {}),
+                     **student_recipe(settings),
                      **({"npz": True} if rounds > 1 else {})},  # out-of-fold probabilities: the next round's teacher
                     _side_by_side({"student": train_step(unit, student, settings["student_folds"], role="student",
                                                          fresh=init, threads=side_threads, npz=rounds > 1),

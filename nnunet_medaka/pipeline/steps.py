@@ -24,7 +24,7 @@ from nnunet_medaka.training.stock import (
 )
 
 __all__ = ["Unit", "build_student_step", "evaluate_step", "predict_and_score", "pseudolabel_step", "quality_step",
-           "train_step"]
+           "student_recipe", "train_step"]
 
 
 @dataclass
@@ -133,7 +133,8 @@ def train_step(unit: Unit, model: Model, folds: Sequence, *, role: str, npz: boo
         if fold == "all":  # its validation cases would be its training cases
             keys.append(("final_validation", False))
         if model.dataset_id != unit.dataset_id:  # a student dataset: labeled + pseudo-labeled cases
-            keys += [("labeled_share", s["labeled_share"]), ("augmentation", s["student_augmentation"])]
+            keys += [("labeled_share", s["labeled_share"]), ("augmentation", s["student_augmentation"]),
+                     ("finetune_epochs", s["student_finetune"])]
         if kd:
             keys += [("teacher", str(unit.model().folder)), ("teacher_folds", teacher_folds(fold)),
                      ("kd_weight", s["kd_weight"]), ("kd_temperature", s["kd_temperature"])]
@@ -180,6 +181,16 @@ def train_step(unit: Unit, model: Model, folds: Sequence, *, role: str, npz: boo
         return [train(f) for f in folds]
 
     return Step(commands, run, reset=lambda: remove(*(model.folder / f"fold_{f}" for f in folds)))
+
+
+def student_recipe(settings: dict) -> dict:
+    """The student trainings' own settings (`train_step` puts them in a student dataset's config) that differ from
+    their defaults: part of a student training's fingerprint, so that changing one retrains the students; defaults
+    are left out, so folders made before a key existed resume as they were."""
+    from nnunet_medaka.training.presets import RUN_DEFAULTS
+
+    keys = ("labeled_share", "student_augmentation", "student_finetune")
+    return {k: settings[k] for k in keys if settings[k] != RUN_DEFAULTS[k]}
 
 
 def quality_step(unit: Unit, extra: Sequence[Model] = ()) -> Step:

@@ -105,6 +105,9 @@ RUN_DEFAULTS = {
     # the students' training augmentation (config key `augmentation`): nnunet, or da5 (nnU-Net's heavier pipeline,
     # the noisy-student recipe); the teacher and the supervised baseline keep nnU-Net's
     "student_augmentation": MedakaConfig.augmentation,
+    # the students' last epochs draw only the labeled cases (config key `finetune_epochs`): a final fine-tune on the
+    # labeled cases; 0: none
+    "student_finetune": MedakaConfig.finetune_epochs,
     # None: the students have the teacher's network; a share in (0, 1): every stage that much narrower (same plans
     # otherwise), a smaller student distilled from the teacher ensemble
     "student_width": None,
@@ -153,6 +156,10 @@ def _setting_problems(s: dict) -> list:
 
     out = [(k, check_value(k, s[k])) for k in (*_CONFIG_KEYS, "kd_weight", "kd_temperature", "labeled_share")]
     out.append(("student_augmentation", check_value("augmentation", s["student_augmentation"])))
+    ft = s["student_finetune"]
+    out.append(("student_finetune", check_value("finetune_epochs", ft) or (
+        None if not _whole(s["num_epochs"], 1) or ft < s["num_epochs"] else
+        f"fewer than num_epochs ({s['num_epochs']}): the student must train on its pseudo-labels first")))
     w = s["student_width"]
     out.append(("student_width", None if w is None or (not isinstance(w, bool) and isinstance(w, (int, float))
                                                        and 0 < w < 1) else "null or a share in (0, 1)"))

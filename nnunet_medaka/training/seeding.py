@@ -22,6 +22,7 @@ __all__ = ["derived_seed", "seed_everything", "worker_seeds"]
 NETWORK_STREAM = 0
 TRAIN_LOADER_STREAM = 1
 VAL_LOADER_STREAM = 2
+FINETUNE_LOADER_STREAM = 3  # the training loader's workers restarted for the labeled-only fine-tune
 
 
 def derived_seed(seed: int, stream: int, index: int = 0) -> int:

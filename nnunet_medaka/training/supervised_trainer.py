@@ -21,8 +21,8 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunet_medaka.config import RESOLVED_FILE_NAME, MedakaConfig, load_config
 from nnunet_medaka.conversion.raw_dataset import PSEUDO_CASES_KEY
 from nnunet_medaka.files import write_json_atomic
-from nnunet_medaka.training.seeding import (NETWORK_STREAM, TRAIN_LOADER_STREAM, VAL_LOADER_STREAM, derived_seed,
-                                            seed_everything, worker_seeds)
+from nnunet_medaka.training.seeding import (FINETUNE_LOADER_STREAM, NETWORK_STREAM, TRAIN_LOADER_STREAM,
+                                            VAL_LOADER_STREAM, derived_seed, seed_everything, worker_seeds)
 
 
 class SupervisedTrainer(nnUNetTrainer):
@@ -34,6 +34,8 @@ class SupervisedTrainer(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.medaka_config: MedakaConfig = MedakaConfig()
         self.medaka_config_path = None
+        self.train_loader = None  # nnU-Net's data loader inside the training augmenter, kept for the fine-tune
+        self.finetuning = False
 
     def initialize(self):
         # Before super(): the poly LR schedule built there reads num_epochs.
@@ -72,7 +74,7 @@ class SupervisedTrainer(nnUNetTrainer):
 
     def get_dataloaders(self):
         seed, share = self.medaka_config.seed, self.medaka_config.labeled_share
-        if seed is None and share is None:
+        if seed is None and share is None and not self.medaka_config.finetune_epochs:
             return super().get_dataloaders()
         # nnU-Net gives its augmentation workers seeds=None (OS entropy) and draws cases uniformly. Let it build
         # single-threaded augmenters (in-process, seeded here), weight their loader's draw, then move the loaders
@@ -90,21 +92,53 @@ class SupervisedTrainer(nnUNetTrainer):
             else:
                 os.environ["nnUNet_n_proc_DA"] = previous
         assert isinstance(train, SingleThreadedAugmenter) and isinstance(val, SingleThreadedAugmenter)
+        self.train_loader = train.data_loader
         if share is not None:
             self.weight_labeled_cases(train.data_loader, share)
         if n_proc == 0:
             return train, val
-        n_val = max(1, n_proc // 2)  # nnU-Net's own worker and cache counts
-        seeds = (lambda stream, n: None) if seed is None else (lambda stream, n: worker_seeds(seed, stream, n))
-        train = NonDetMultiThreadedAugmenter(
-            data_loader=train.data_loader, transform=None, num_processes=n_proc, num_cached=max(6, n_proc // 2),
-            seeds=seeds(TRAIN_LOADER_STREAM, n_proc), pin_memory=self.device.type == "cuda", wait_time=0.002)
-        val = NonDetMultiThreadedAugmenter(
-            data_loader=val.data_loader, transform=None, num_processes=n_val, num_cached=max(3, n_proc // 4),
-            seeds=seeds(VAL_LOADER_STREAM, n_val), pin_memory=self.device.type == "cuda", wait_time=0.002)
-        _ = next(train)
-        _ = next(val)
+        train = self._in_workers(train.data_loader, TRAIN_LOADER_STREAM, n_proc, max(6, n_proc // 2))
+        val = self._in_workers(val.data_loader, VAL_LOADER_STREAM, max(1, n_proc // 2), max(3, n_proc // 4))
         return train, val
+
+    def _in_workers(self, loader, stream: int, workers: int, cached: int) -> NonDetMultiThreadedAugmenter:
+        """``loader`` in ``workers`` augmentation processes (nnU-Net's worker and cache counts) with deterministic
+        seeds of ``stream``."""
+        seed = self.medaka_config.seed
+        augmenter = NonDetMultiThreadedAugmenter(
+            data_loader=loader, transform=None, num_processes=workers, num_cached=cached,
+            seeds=None if seed is None else worker_seeds(seed, stream, workers),
+            pin_memory=self.device.type == "cuda", wait_time=0.002)
+        _ = next(augmenter)
+        return augmenter
+
+    def on_epoch_start(self):
+        self.maybe_start_finetune()
+        super().on_epoch_start()
+
+    def maybe_start_finetune(self) -> None:
+        """In the last ``finetune_epochs`` epochs (also when resumed inside them) draw only the labeled cases:
+        dataset.json's pseudo-labeled ones get probability 0, and the augmentation workers, which hold copies of
+        the loader, are restarted with it."""
+        n = self.medaka_config.finetune_epochs
+        if not n or self.finetuning or self.current_epoch < self.num_epochs - n:
+            return
+        self.finetuning = True
+        pseudo = set(self.dataset_json.get(PSEUDO_CASES_KEY) or ())
+        loader = self.train_loader
+        is_pseudo = np.array([k in pseudo for k in loader.indices])
+        if is_pseudo.all() or not is_pseudo.any():
+            self.print_to_log_file(f"finetune_epochs {self.medaka_config.finetune_epochs}: ignored, the training "
+                                   f"cases are all {'pseudo-labeled' if is_pseudo.all() else 'labeled'}",
+                                   also_print_to_console=True)
+            return
+        loader.sampling_probabilities = (~is_pseudo) / (~is_pseudo).sum()
+        if isinstance(self.dataloader_train, NonDetMultiThreadedAugmenter):
+            self.dataloader_train._finish()
+            self.dataloader_train = self._in_workers(loader, FINETUNE_LOADER_STREAM, self.dataloader_train.num_processes,
+                                                     self.dataloader_train.num_cached)
+        self.print_to_log_file(f"epoch {self.current_epoch}: fine-tune on the {(~is_pseudo).sum()} labeled cases only "
+                               f"for the last {self.num_epochs - self.current_epoch} epoch(s)", also_print_to_console=True)
 
     def weight_labeled_cases(self, loader, share: float) -> None:
         """Draw ``share`` of the loader's samples from its labeled cases, the rest from its pseudo-labeled ones

@@ -23,7 +23,7 @@ BAD = {
     "seed": -1, "cv_folds": 1, "student_folds": [7], "parallel_folds": 0, "corruptions_per_organ": -3,
     "tau": 1.5, "student_init": "pretrained", "acceptance": "some", "configuration": "", "small_plans": "big",
     "labeled_share": 1, "filter": "dice", "voxel_confidence": 1.5,
-    "student_augmentation": "heavy", "student_width": 2, "rounds": 0, "round_min_gain": 2,
+    "student_augmentation": "heavy", "student_finetune": -1, "student_width": 2, "rounds": 0, "round_min_gain": 2,
 }
 
 
@@ -68,6 +68,9 @@ def test_every_problem_in_one_message():
     with pytest.raises(MedakaError) as e:
         resolve_settings("quick", {"tau": "abc", "kd_weight": float("inf"), "num_epochs": -4})
     assert all(f"{k}=" in str(e.value) for k in ("tau", "kd_weight", "num_epochs"))
+    with pytest.raises(MedakaError, match=r"student_finetune=30: .*fewer than num_epochs \(30\)"):
+        resolve_settings("quick", {"student_finetune": 30})  # the student would never see its pseudo-labels
+    assert resolve_settings("quick", {"student_finetune": 29})["student_finetune"] == 29
 
 
 def test_relations_and_the_output_are_checked_by_the_dry_run(in_env, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -60,8 +61,9 @@ def test_printed_command_trains_with_stock_nnunet(student_build, nnunet_env):
     assert command[:2] == ["nnUNetv2_train", str(STUDENT_ID)] and "KDTrainer" in command
     # half of the samples from the labeled cases (their share of the cases is smaller), and the noisy student's
     # heavier augmentation (3d here: nnUNetTrainerDA5's pipeline must run inside KDTrainer)
+    # and the final fine-tune on the labeled cases (its last epoch of two; the augmentation workers restarted)
     run_checked([tool("nnunet-medaka"), "config", "-d", str(STUDENT_ID), "--set", "labeled_share=0.5",
-                 "--set", "augmentation=da5"], nnunet_env)
+                 "--set", "augmentation=da5", "--set", "num_epochs=2", "--set", "finetune_epochs=1"], nnunet_env)
     # one export worker in nnU-Net's final validation (fewer spawned interpreters on a CPU test machine)
     run_checked([tool(command[0]), *command[1:], "-device", "cpu"], dict(nnunet_env, nnUNet_def_n_proc="1"), timeout=900)
     fold = Path(nnunet_env["nnUNet_results"]) / raw.name / f"KDTrainer__{command[command.index('-p') + 1]}__3d_fullres" / "fold_0"
@@ -72,3 +74,5 @@ def test_printed_command_trains_with_stock_nnunet(student_build, nnunet_env):
     assert "This split has" in log and "Using splits from existing split file" in log
     assert settings["config"]["labeled_share"] == 0.5 and settings["config"]["augmentation"] == "da5"
     assert "labeled cases drawn with probability 0.500 in all" in log and "pseudo-labeled 0.500" in log
+    assert re.search(r"epoch 1: fine-tune on the \d+ labeled cases only for the last 1 epoch\(s\)", log)
+    assert "Epoch 1" in log and settings["config"]["finetune_epochs"] == 1

@@ -1,4 +1,5 @@
-"""``labeled_share``: how a student's training samples split between labeled and pseudo-labeled cases."""
+"""``labeled_share`` and ``finetune_epochs``: how a student's training samples split between labeled and
+pseudo-labeled cases."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -67,3 +68,28 @@ def test_augmentation_da5_is_nnunets_heavier_pipeline():
     assert validate_config({}).augmentation == "nnunet"
     with pytest.raises(MedakaError, match="augmentation"):
         validate_config({"augmentation": "heavy"})
+
+
+def _finetune(keys, pseudo, epoch, n=2, epochs=10, started=False):
+    lines = []
+    loader = SimpleNamespace(indices=keys, sampling_probabilities=None)
+    trainer = SimpleNamespace(dataset_json={"pseudo_labeled_cases": pseudo}, train_loader=loader, finetuning=started,
+                              medaka_config=validate_config({"finetune_epochs": n}), num_epochs=epochs,
+                              current_epoch=epoch, dataloader_train=None,
+                              print_to_log_file=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    SupervisedTrainer.maybe_start_finetune(trainer)
+    return loader.sampling_probabilities, lines, trainer.finetuning
+
+
+def test_the_last_finetune_epochs_draw_only_labeled_cases():
+    keys, pseudo = ["l0", "p0", "l1", "p1"], ["p0", "p1"]
+    assert _finetune(keys, pseudo, epoch=7) == (None, [], False)  # before the last two epochs: unchanged
+    p, lines, on = _finetune(keys, pseudo, epoch=8)
+    assert on and list(p) == [0.5, 0.0, 0.5, 0.0] and "epoch 8: fine-tune on the 2 labeled cases only" in lines[0]
+    p, lines, on = _finetune(keys, pseudo, epoch=9)  # resumed (--c) inside the fine-tune: switched at once
+    assert on and list(p) == [0.5, 0.0, 0.5, 0.0]
+    assert _finetune(keys, pseudo, epoch=9, started=True)[:2] == (None, [])  # switched once only
+    p, lines, _ = _finetune(["a", "b"], [], epoch=9)  # a dataset of labeled cases only: nothing to leave out
+    assert p is None and "ignored, the training cases are all labeled" in lines[0]
+    with pytest.raises(MedakaError, match="finetune_epochs"):
+        validate_config({"finetune_epochs": -1})
