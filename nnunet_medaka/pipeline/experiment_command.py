@@ -27,9 +27,13 @@ EXPERIMENT_DEFAULTS = {"fractions": (1.0, 0.33), "seeds": (0, 1, 2), "n_bootstra
 
 
 def _check_choices(rows: Sequence[str], fractions: Sequence[float], seeds: Sequence[int], settings: dict,
-                   n_labeled: int) -> list:
+                   n_labeled: int, n_unlabeled: int = 0) -> list:
     """Every problem with the requested rows, fractions and seeds (empty when all is well)."""
     problems = []
+    size = settings["pool_size"]
+    if size is not None and settings["acceptance"] != "case" and "pseudo-all" in rows:
+        problems.append(f"pool_size={size} with acceptance={settings['acceptance']}: the pseudo-all row would "
+                        "pseudo-label the whole pool again; use acceptance=case, or drop the row or the setting")
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:
         problems.append(f"--rows {' '.join(unknown) or '(none)'}: unknown or empty; choose among {', '.join(ROWS)}")
@@ -63,6 +67,11 @@ def _check_choices(rows: Sequence[str], fractions: Sequence[float], seeds: Seque
                 "raise the fraction (cross-validation needs at least 2 labeled cases)"
             problems.append(f"fraction {smallest:g} of {n_labeled} labeled cases leaves {k}, fewer than cv_folds="
                             f"{settings['cv_folds']}; {fix}")
+        # the pool of the largest fraction is the smallest: the unlabeled cases and the labeled ones left out
+        pool = n_unlabeled + n_labeled - len(draw_labeled([str(i) for i in range(n_labeled)], max(fractions), 0))
+        if isinstance(size, int) and not isinstance(size, bool) and size > pool:
+            problems.append(f"pool_size={size}: fraction {max(fractions):g} leaves a pool of {pool} unlabeled "
+                            f"case(s); choose pool_size <= {pool}")
     return problems
 
 
@@ -183,6 +192,7 @@ def run_experiment(
         Before anything is written, for a bad dataset layout, unknown rows or settings, fractions too small for
         ``cv_folds``, or an ``out`` folder that is not this dataset's experiment.
     """
+    from nnunet_medaka.conversion.raw_dataset import cases_in_folder
     from nnunet_medaka.conversion.split import split_layout
     from nnunet_medaka.training.presets import resolve_settings
     from nnunet_medaka.training.stock import stock_environ
@@ -195,7 +205,9 @@ def run_experiment(
     seeds = list(seeds)
     raw, dataset_id, dataset_json = split_layout(dataset)
     n_labeled = sum(1 for p in (raw / "labelsTr").iterdir() if p.name.endswith(dataset_json["file_ending"]))
-    problems = _check_choices(rows, fractions, seeds, settings, n_labeled)
+    n_unlabeled = len(cases_in_folder(raw / dataset_json.get("unlabeled_images", "imagesUnlabeled"), None,
+                                      dataset_json["file_ending"], len(dataset_json["channel_names"])))
+    problems = _check_choices(rows, fractions, seeds, settings, n_labeled, n_unlabeled)
     if seed is not None:
         problems.append(f"seed={seed!r}: experiment takes its seeds from --seeds; drop the setting")
     if (overrides or {}).get("student_init", "random") != "random":
@@ -265,7 +277,9 @@ def _write_results(graph, nodes: list, state, out: Path, record: dict, n_bootstr
     for u, fraction, seed, unit_rows in graph.units():
         if any(r in PSEUDO_ROWS for r in unit_rows):
             folders = graph.layout.unit(u)
-            q = quality_on_unlabeled(folders.pseudolabels, tau=graph.settings["tau"])
+            pooled = graph.settings["pool_size"] is not None  # the students' pool: judged where the filter acted
+            q = quality_on_unlabeled(folders.pseudolabels_pool if pooled else folders.pseudolabels,
+                                     tau=graph.settings["tau"])
             view = folders.pseudolabels_all / "pseudolabel_summary.json"
             q["all_cases"] = len(read_json(view)["cases_for_student"]) if view.is_file() else None
             quality.append({"fraction": fraction, "seed": seed, **q})

@@ -171,7 +171,10 @@ def _markdown(results: Mapping, answer: list) -> str:
     if quality:
         lines += ["", f"Pseudo-labels and the quality filter (tau {results['settings']['tau']}), per fraction and seed: "
                   "AUROC of detecting IoU < tau and Spearman of predicted vs true IoU, on the unlabeled cases whose "
-                  "ground truth was given (evaluation only).", "",
+                  "ground truth was given (evaluation only)"
+                  + ("." if results["settings"].get("pool_size") is None else
+                     f"; the students' pool is {results['settings']['pool_size']} cases of each unit's pool (setting "
+                     "pool_size, a seeded draw), and everything here is measured on those."), "",
                   "| fraction | seed | organ predictions with ground truth | AUROC | Spearman | filter | pseudo-qc: cases "
                   "accepted | organs accepted | true IoU accepted / rejected organs | pseudo-all: cases used |",
                   "|---|---|---|---|---|---|---|---|---|---|"]

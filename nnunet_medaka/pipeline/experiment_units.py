@@ -45,7 +45,7 @@ from typing import Optional, Sequence
 from nnunet_medaka.files import files_fingerprint, link_or_copy, remove, staged_folder, write_json_atomic
 from nnunet_medaka.pipeline.engine import Node, Step
 from nnunet_medaka.pipeline.layout import ExperimentLayout, parse_unit_key, unit_key
-from nnunet_medaka.pseudolabel.outputs import accept_all_view
+from nnunet_medaka.pseudolabel.outputs import pseudolabel_view, read_settings
 from nnunet_medaka.pipeline.steps import (
     Unit, build_student_step, evaluate_step, pseudolabel_inputs, pseudolabel_step, quality_step, student_recipe,
     train_step,
@@ -54,7 +54,7 @@ from nnunet_medaka.training.stock import (
     STUDENT_TRAINER, TEACHER_TRAINER, cmd, plan_args, plans_name, threads_per_training, write_cv_splits,
 )
 
-__all__ = ["ROWS", "KD_ROWS", "PSEUDO_ROWS", "UnitGraph", "draw_labeled", "unit_key"]
+__all__ = ["ROWS", "KD_ROWS", "PSEUDO_ROWS", "UnitGraph", "draw_labeled", "draw_pool", "unit_key"]
 
 ROWS = {
     "teacher": "SupervisedTrainer cross-validation on the labeled fraction, scored as the ensemble of its folds "
@@ -85,6 +85,16 @@ def draw_labeled(cases: Sequence[str], fraction: float, seed: int) -> list:
     k = max(1, round(fraction * len(cases)))
     order = np.random.default_rng(seed).permutation(len(cases))
     return sorted(cases[i] for i in order[:k])
+
+
+def draw_pool(cases: Sequence[str], size: int, seed: int) -> list:
+    """The first ``size`` cases of a seeded permutation of the unlabeled pool (sorted): a smaller pool size's cases
+    are among a larger one's, and the draw is independent of `draw_labeled`'s."""
+    import numpy as np
+
+    cases = sorted(cases)
+    order = np.random.default_rng([seed, 1]).permutation(len(cases))
+    return sorted(cases[i] for i in order[:size])
 
 
 class UnitGraph:
@@ -212,8 +222,10 @@ class UnitGraph:
                 nodes.append(Node(f"{u}/pseudolabel", {"acceptance": s["acceptance"], "mirroring": unit.mirroring, **by},
                                   [f"{u}/quality", *teacher_folds], self._pseudolabel(unit, unit.folders.pseudolabels,
                                                                                       s["acceptance"], quality)))
+            if pseudo and s["pool_size"] is not None:
+                nodes.append(self._pool_node(u, seed))
             if "pseudo-all" in trained:
-                nodes += [self._accept_all_node(u), self._student_data_node(u, "all", seed)]
+                nodes += [self._accept_all_node(u, seed), self._student_data_node(u, "all", seed)]
                 nodes += [self._train_node(u, "pseudo-all", k) for k in self._folds("pseudo-all")]
                 nodes.append(self._evaluate_node(u, "pseudo-all"))
             if "pseudo-qc" in trained or "pseudo-qc-kd" in trained:
@@ -371,28 +383,50 @@ class UnitGraph:
         return pseudolabel_step(unit, output, acceptance=acceptance, quality=quality,
                                 ground_truth=unit.raw / "labelsUnlabeled_gt")
 
-    def _accept_all_node(self, u: str) -> Node:
+    def _pool(self, source: Path, seed: int) -> Optional[list]:
+        """The cases of ``pool_size`` (None: every case of the pseudolabel folder ``source``)."""
+        size = self.settings["pool_size"]
+        return None if size is None else draw_pool(read_settings(source)["cases"], size, seed)
+
+    def _pool_node(self, u: str, seed: int) -> Node:
+        source, folder, size = self.unit(u).folders.pseudolabels, self.unit(u).folders.pseudolabels_pool, \
+            self.settings["pool_size"]
+        step = Step(lambda: [f"# {folder}: the pseudo-labels of {size} cases of {source}'s pool (seeded draw), "
+                             "decisions kept (no new prediction)"],
+                    lambda say: {"folder": str(folder), "summary": pseudolabel_view(source, folder,
+                                                                                    cases=self._pool(source, seed))},
+                    reset=lambda: remove(folder))
+        return Node(f"{u}/pool", {"pool_size": size}, [f"{u}/pseudolabel"], step)
+
+    def _accept_all_node(self, u: str, seed: int) -> Node:
         unit = self.unit(u)
         source, folder = unit.folders.pseudolabels, unit.folders.pseudolabels_all
         derived = self.settings["acceptance"] == "case"
+        size = self.settings["pool_size"]
         if derived:
-            step = Step(lambda: [f"# {folder}: the pseudo-labels of {source} with every case accepted (no new "
-                                 "prediction)"], lambda say: {"folder": str(folder), "summary": accept_all_view(source, folder)},
+            cut = "" if size is None else f" ({size} cases of its pool, seeded draw)"
+            step = Step(lambda: [f"# {folder}: the pseudo-labels of {source}{cut} with every case accepted (no new "
+                                 "prediction)"],
+                        lambda say: {"folder": str(folder), "summary": pseudolabel_view(
+                            source, folder, cases=self._pool(source, seed), accept_all=True)},
                         reset=lambda: remove(folder))
         else:
             step = self._pseudolabel(unit, folder, "none", None)
-        return Node(f"{u}/pseudolabels-all", {"derived": derived}, [f"{u}/pseudolabel"], step)
+        return Node(f"{u}/pseudolabels-all", {"derived": derived, **({"pool_size": size} if size is not None else {})},
+                    [f"{u}/pseudolabel"], step)
 
     def _student_data_node(self, u: str, which: str, seed: int) -> Node:
         from nnunet_medaka.training.presets import config_assignments
 
         key, unit = f"{u}/{which}", self.unit(u)
-        source = unit.folders.pseudolabels_all if which == "all" else unit.folders.pseudolabels
+        pooled = self.settings["pool_size"] is not None
+        source = unit.folders.pseudolabels_all if which == "all" else \
+            unit.folders.pseudolabels_pool if pooled else unit.folders.pseudolabels
         step = build_student_step(unit, source, (self.ids[key], self.dataset_name(key)),
                                   settings=[*config_assignments(self.settings), ("seed", seed)],
                                   keep=("raw", "preprocessed", "plans", "labeled", "pseudo", "ignore"), allow_empty=True,
                                   reset=self.folders(key))
-        dep = f"{u}/pseudolabels-all" if which == "all" else f"{u}/pseudolabel"
+        dep = f"{u}/pseudolabels-all" if which == "all" else f"{u}/pool" if pooled else f"{u}/pseudolabel"
         width = {"width": self.settings["student_width"]} if self.settings["student_width"] is not None else {}
         return Node(f"{u}/data-{which}", {"id": self.ids[key], **width}, [dep], step)
 

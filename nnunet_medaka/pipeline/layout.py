@@ -13,8 +13,9 @@ An experiment folder (``nnunet-medaka experiment --out``)::
 
     experiment_settings.json  experiment_state.json  datasets.json   settings, resume state, dataset ids
     logs/                          one log per stock command, named after its unit
-    units/f<fraction>_s<seed>/     per unit: quality/, pseudolabels/, pseudolabels_all/, predictions/<row>/,
-                                   configs/ (a training's own config when trainings run side by side)
+    units/f<fraction>_s<seed>/     per unit: quality/, pseudolabels/, pseudolabels_all/, pseudolabels_pool/ (with
+                                   pool_size), predictions/<row>/, configs/ (a training's own config when
+                                   trainings run side by side)
     results.md results.csv results.json iou_heatmap.png
 
 An experiment's units are named ``f0.33/s0`` and its nodes ``f0.33/s0/<step>`` (``teacher/fold0``,
@@ -41,6 +42,7 @@ class UnitFolders:
         self.quality = self.folder / "quality"
         self.pseudolabels = self.folder / "pseudolabels"
         self.pseudolabels_all = self.folder / "pseudolabels_all"
+        self.pseudolabels_pool = self.folder / "pseudolabels_pool"  # experiment's pool_size: the pool cut down
         self.configs = self.folder / "configs"
 
     def predictions(self, role: str) -> Path:

@@ -202,6 +202,9 @@ def run_pipeline(dataset: str, out: os.PathLike | str, *, preset: str = "quick",
 
     settings = resolve_settings(preset, overrides)
     rounds = settings["rounds"]
+    if settings["pool_size"] is not None:
+        raise MedakaError(f"pool_size={settings['pool_size']}: a setting of `experiment` (the pool-size curve); `run` "
+                          "pseudo-labels every image of the unlabeled folder, so put the scans you want there")
     if not settings["final_validation"]:
         raise MedakaError("final_validation=false: run's quality stage learns from the teacher's final validation "
                           "(its out-of-fold predictions); drop the setting")

@@ -28,7 +28,7 @@ from typing import Iterable, Optional, Sequence
 from nnunet_medaka.files import claim_folder, read_json, write_json_atomic
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["FAILED_FILE", "accept_all_view", "quality_on_unlabeled", "SETTINGS_FILE", "SUMMARY_FILE", "TABLE_COLUMNS", "TABLE_FILE", "finished_cases",
+__all__ = ["FAILED_FILE", "pseudolabel_view", "quality_on_unlabeled", "SETTINGS_FILE", "SUMMARY_FILE", "TABLE_COLUMNS", "TABLE_FILE", "finished_cases",
            "format_table", "merge_pseudolabels", "prepare_output", "read_records", "read_settings",
            "remove_stale_temporaries", "summarize", "write_record", "write_results"]
 
@@ -337,13 +337,25 @@ def quality_on_unlabeled(pseudolabels: os.PathLike | str, *, tau: float) -> dict
     return out
 
 
-def accept_all_view(source: os.PathLike | str, target: os.PathLike | str) -> dict:
-    """A pseudolabel folder with every case of ``source`` accepted, without predicting again.
+def pseudolabel_view(source: os.PathLike | str, target: os.PathLike | str, *, cases: Optional[Sequence[str]] = None,
+                     accept_all: bool = False) -> dict:
+    """A pseudolabel folder derived from ``source`` without predicting again.
 
-    ``source`` must have been made with ``acceptance`` ``case`` or ``none``: its label files are then the teacher's
-    argmax for every case, rejected ones included (with voxel gating, the same gated maps). The label files are hard-linked, the records copied with every
-    decision set to accept (scores and true IoU kept), and the table and summary written as ``pseudolabel`` would
-    with ``--acceptance none``; ``build-student`` reads it like any pseudolabel folder.
+    Parameters
+    ----------
+    source, target : path
+        A complete pseudolabel folder, and the new one (replaced if it exists).
+    cases : sequence of str, optional
+        Keep only these cases of ``source`` (a smaller unlabeled pool, e.g. ``experiment``'s ``pool_size``); default
+        every case. Unknown cases are an error.
+    accept_all : bool
+        Accept every case. ``source`` must then have been made with ``acceptance`` ``case`` or ``none``: its label
+        files are the teacher's argmax for every case, rejected ones included (with voxel gating, the same gated
+        maps). Otherwise every decision is kept as it was.
+
+    The label files are hard-linked, the records copied (scores and true IoU kept), and the table and summary
+    written as ``pseudolabel`` would (with ``--acceptance none`` when ``accept_all``); ``build-student`` reads it like
+    any pseudolabel folder.
 
     Returns
     -------
@@ -354,20 +366,28 @@ def accept_all_view(source: os.PathLike | str, target: os.PathLike | str) -> dic
 
     source, target = Path(source), Path(target)
     settings = read_settings(source)
-    if settings["acceptance"] not in ("case", "none"):
+    if accept_all and settings["acceptance"] not in ("case", "none"):
         raise MedakaError(f"{source}: acceptance {settings['acceptance']!r} rewrote rejected organs; an accept-all "
                           "view needs acceptance case or none")
-    records, failures = read_records(source, settings["cases"])
+    keep = list(settings["cases"]) if cases is None else list(cases)
+    unknown = sorted(set(keep) - set(settings["cases"]))
+    if unknown:
+        raise MedakaError(f"{source}: no case {', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''} among its "
+                          f"{len(settings['cases'])} pseudo-labeled cases; choose cases it has")
+    records, failures = read_records(source, keep)
+    view = {"cases": keep, "derived_from": str(source),
+            **({"acceptance": "none", "threshold": None} if accept_all else {})}
     with staged_folder(target, overwrite=True) as staging:
         for sub in ("labels", "records", "failures", "runs"):
             (staging / sub).mkdir()
-        write_json_atomic(staging / SETTINGS_FILE, {**settings, "acceptance": "none", "threshold": None,
-                                                    "derived_from": str(source)})
+        write_json_atomic(staging / SETTINGS_FILE, {**settings, **view})
         for case, record in records.items():
             link_or_copy(source / record["label_file"], staging / record["label_file"])
-            organs = [{**o, "decision": "accept"} for o in record["organs"]]
-            # case or none acceptance rewrote no organ: ignored voxels there come from voxel gating, and stay
-            write_record(staging, {**record, "organs": organs, "case_decision": "accept"})
+            if accept_all:
+                # case or none acceptance rewrote no organ: ignored voxels there come from voxel gating, and stay
+                record = {**record, "organs": [{**o, "decision": "accept"} for o in record["organs"]],
+                          "case_decision": "accept"}
+            write_record(staging, record)
         for case, failure in failures.items():
             write_json_atomic(staging / "failures" / f"{case}.json", failure)
         summary = write_results(staging)

@@ -116,6 +116,9 @@ RUN_DEFAULTS = {
     # than round_min_gain (the evidence available without test labels)
     "rounds": 1,
     "round_min_gain": 0.0,
+    # experiment only: None, or the students' unlabeled pool cut to this many cases (a seeded, nested draw per seed
+    # from each unit's pool; the teacher and its pseudo-labels are shared by every pool size): the pool-size curve
+    "pool_size": None,
 }
 # Per-preset method defaults, each chosen by measurement (docs/results, CHANGELOG.md): cpu-demo accepts per organ (a teacher of
 # a few minutes has a weak organ in every case), starts the student from its teacher and keeps kd_weight 1; quick
@@ -177,6 +180,8 @@ def _setting_problems(s: dict) -> list:
     if _whole(s["rounds"], 2) and w is not None:
         out.append(("student_width", "null with rounds > 1 (a narrower student does not become the next teacher "
                                      "here); distil a narrower student from the last round's run instead"))
+    out.append(("pool_size", None if s["pool_size"] is None or _whole(s["pool_size"], 1) else
+                "null (the whole pool) or a whole number >= 1"))
     out.append(("seed", None if _whole(s["seed"], 0) and s["seed"] < 2**31 else "an integer from 0 to 2**31 - 1"))
     out.append(("cv_folds", None if _whole(s["cv_folds"], 2) else
                 "a whole number >= 2 (the quality classifier learns from out-of-fold predictions)"))

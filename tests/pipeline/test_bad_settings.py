@@ -23,7 +23,7 @@ BAD = {
     "seed": -1, "cv_folds": 1, "student_folds": [7], "parallel_folds": 0, "corruptions_per_organ": -3,
     "tau": 1.5, "student_init": "pretrained", "acceptance": "some", "configuration": "", "small_plans": "big",
     "labeled_share": 1, "filter": "dice", "voxel_confidence": 1.5,
-    "student_augmentation": "heavy", "student_finetune": -1, "student_width": 2, "rounds": 0, "round_min_gain": 2,
+    "student_augmentation": "heavy", "student_finetune": -1, "pool_size": 0, "student_width": 2, "rounds": 0, "round_min_gain": 2,
 }
 
 

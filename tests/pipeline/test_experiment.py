@@ -16,8 +16,8 @@ from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.pipeline.experiment_command import STATE_FILE, run_experiment
 from nnunet_medaka.pipeline.experiment_results import write_experiment_results
 from nnunet_medaka.training.comparison import compare_rows, paired_bootstrap, read_results_csv
-from nnunet_medaka.pipeline.experiment_units import ROWS, UnitGraph, draw_labeled
-from nnunet_medaka.pseudolabel.outputs import accept_all_view
+from nnunet_medaka.pipeline.experiment_units import ROWS, UnitGraph, draw_labeled, draw_pool
+from nnunet_medaka.pseudolabel.outputs import pseudolabel_view
 from nnunet_medaka.pipeline.engine import Node, RunState, Step, node_fingerprints, print_events, run_graph
 
 
@@ -238,12 +238,12 @@ def in_env(nnunet_env, monkeypatch):
         monkeypatch.setenv(key, nnunet_env[key])
 
 
-def _graph(dataset: int, out: Path, rows, fractions=(1.0, 0.5), seeds=(0, 1), ids=None) -> UnitGraph:
+def _graph(dataset: int, out: Path, rows, fractions=(1.0, 0.5), seeds=(0, 1), ids=None, **overrides) -> UnitGraph:
     from nnunet_medaka.conversion.split import split_layout
     from nnunet_medaka.training.presets import resolve_settings
 
     raw, _, ds = split_layout(str(dataset))
-    settings = resolve_settings("cpu-demo", {"cv_folds": 2})
+    settings = resolve_settings("cpu-demo", {"cv_folds": 2, **overrides})
     graph = UnitGraph(raw=raw, dataset_json=ds, out=out, settings=settings, rows=list(rows), fractions=list(fractions),
                       seeds=list(seeds), ids={}, device="cpu", env={})
     graph.ids.update(ids or {k: 100 + i for i, k in enumerate(graph.dataset_keys())})
@@ -282,6 +282,28 @@ def test_units_are_shared_and_adding_rows_redoes_nothing(exp_dataset, in_env, tm
     assert not [n.name for n in few if "pseudo" in n.name or "quality" in n.name]
     fp_few, fp_every = node_fingerprints(few), node_fingerprints(every)
     assert all(fp_few[k] == fp_every[k] for k in fp_few)  # adding rows, fractions or seeds changes no finished unit
+
+
+def test_pool_size_cuts_the_students_pool_and_reuses_teacher_and_pseudo_labels(exp_dataset, in_env, tmp_path):
+    whole = _graph(exp_dataset, tmp_path, ROWS, acceptance="case")
+    cut = _graph(exp_dataset, tmp_path, ROWS, ids=whole.ids, acceptance="case", pool_size=1)
+    by = {n.name: n for n in cut.nodes()}
+    for u in ("f1/s0", "f0.5/s1"):
+        assert by[f"{u}/pool"].deps == [f"{u}/pseudolabel"] and by[f"{u}/pool"].inputs == {"pool_size": 1}
+        assert by[f"{u}/data-qc"].deps == [f"{u}/pool"]  # the filtered pseudo-labels of the cut pool
+        assert by[f"{u}/pseudolabels-all"].inputs["pool_size"] == 1
+    fp_whole, fp_cut = node_fingerprints(whole.nodes()), node_fingerprints(list(by.values()))
+    shared = [k for k in fp_whole if "/teacher/" in k or k.endswith(("/pseudolabel", "/quality", "supervised/foldall"))]
+    assert shared and all(fp_whole[k] == fp_cut[k] for k in shared)  # no teacher trained, no pool predicted again
+    assert all(fp_whole[k] != fp_cut[k] for k in fp_whole if k.endswith(("/data-qc", "/pseudo-all/foldall")))
+
+
+def test_draw_pool_nested_and_seeded():
+    cases = [f"u{i}" for i in range(20)]
+    small, large = draw_pool(cases, 5, 0), draw_pool(cases, 10, 0)
+    assert len(small) == 5 and set(small) <= set(large) and draw_pool(cases, 20, 3) == sorted(cases)
+    assert draw_pool(cases, 5, 1) != small and draw_pool(list(reversed(cases)), 5, 0) == small
+    assert small != draw_labeled(cases, 0.25, 0)  # not the labeled draw's permutation
 
 
 def test_draw_labeled_nested_and_seeded():
@@ -356,7 +378,7 @@ def test_parallel_nodes_respect_dependencies_and_stop_after_a_failure(tmp_path):
         run_nodes(orphan, RunState(tmp_path / "other.json"), say=lambda _: None, workers=2)
 
 
-def test_accept_all_view_reuses_the_prediction(tmp_path):
+def test_pseudolabel_views_reuse_the_prediction(tmp_path):
     source = tmp_path / "pl"
     for sub in ("labels", "records", "failures", "runs"):
         (source / sub).mkdir(parents=True)
@@ -371,13 +393,20 @@ def test_accept_all_view_reuses_the_prediction(tmp_path):
             "ignored_voxels": 5 if case == "u1" else 0, "voxels_total": 64,  # u1: voxel gating ignored 5 voxels
             "organs": [{"organ": "sphere", "label": 1, "voxels": 64, "predicted_iou": 0.5, "p_good": 0.4,
                         "decision": decision, "true_iou": 0.3}]}))
-    summary = accept_all_view(source, tmp_path / "all")
+    summary = pseudolabel_view(source, tmp_path / "all", accept_all=True)
     assert summary["cases_for_student"] == ["u0", "u1"] and summary["acceptance"] == "none"
     assert os.path.samefile(source / "labels" / "u1.nii.gz", tmp_path / "all" / "labels" / "u1.nii.gz")
     assert (tmp_path / "all" / "pseudolabels.csv").read_text().count("accept") == 4
     # the gated voxels stay ignored, so build-student still declares the ignore label
     assert json.loads((tmp_path / "all" / "records" / "u1.json").read_text())["ignored_voxels"] == 5
     assert summary["ignored_voxel_share"] == pytest.approx(5 / 128, abs=1e-6)
+    # a cut pool keeps the decisions: u1 stays rejected, u0 is not in it
+    summary = pseudolabel_view(source, tmp_path / "pool", cases=["u1"])
+    assert summary["cases"] == 1 and summary["cases_for_student"] == [] and summary["acceptance"] == "case"
+    assert json.loads((tmp_path / "pool" / "pseudolabel_settings.json").read_text())["cases"] == ["u1"]
+    with pytest.raises(MedakaError, match=r"no case u7 among its 2 pseudo-labeled cases"):
+        pseudolabel_view(source, tmp_path / "bad", cases=["u1", "u7"])
+    assert not (tmp_path / "bad").exists()
 
 
 # ---- refusals -----------------------------------------------------------------------------------------------------
@@ -393,6 +422,9 @@ def test_accept_all_view_reuses_the_prediction(tmp_path):
     ({"overrides": {"kd_wieght": 1}}, r"unknown run setting 'kd_wieght'"),
     ({"overrides": {"final_validation": False}}, r"final_validation=false: the pseudo-\* rows need"),
     ({"overrides": {"student_init": "teacher"}}, r"student_init='teacher': experiment starts every student from random"),
+    ({"overrides": {"pool_size": 3, "acceptance": "case"}}, r"pool_size=3: fraction 1 leaves a pool of 2 unlabeled "
+                                                            r"case\(s\); choose pool_size <= 2"),
+    ({"overrides": {"pool_size": 1}}, r"pool_size=1 with acceptance=organ: the pseudo-all row would pseudo-label"),
 ])
 def test_bad_inputs_give_one_clear_error_and_write_nothing(exp_dataset, in_env, tmp_path, kwargs, message):
     kwargs = {"fractions": [1.0], "seeds": [0], "preset": "cpu-demo", "device": "cpu", **kwargs}
