@@ -199,7 +199,9 @@ def run_experiment(
 
     overrides = dict(overrides or {})
     seed = overrides.pop("seed", None)  # refused below, with the other problems: the seeds come from --seeds
-    settings = resolve_settings(preset, overrides)
+    # every student of an experiment starts from random weights (a student_init override is refused below), also
+    # where the preset's run default is teacher: settings that need random weights (student_width) are checked so
+    settings = resolve_settings(preset, {**overrides, "student_init": "random"})
     rows = list(ROWS) if rows is None else list(rows)
     fractions = [float(f) if isinstance(f, (int, float)) and not isinstance(f, bool) else f for f in fractions]
     seeds = list(seeds)
@@ -217,7 +219,6 @@ def run_experiment(
     if settings["rounds"] != 1:
         problems.append(f"rounds={settings['rounds']}: self-training rounds are a setting of `run` only for now; drop "
                         "the setting, or run each configuration with `nnunet-medaka run --set rounds=N`")
-    settings["student_init"] = "random"  # what the units do, whatever the preset's run default
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 100:
         problems.append(f"--bootstrap {n_bootstrap!r}: expected a whole number >= 100")
     if problems:

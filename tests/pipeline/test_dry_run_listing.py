@@ -51,6 +51,12 @@ CASES = {
     "run_recipes": ["run", "942", "--preset", "quick", "--set=cv_folds=2", "--set=filter=auto",
                     "--set=voxel_confidence=0.8", "--set=student_augmentation=da5", "--set=student_width=0.5",
                     "--set=student_init=random"],
+    # the same in an experiment (its students start from random weights whatever the preset's run default), with
+    # a final fine-tune on the labeled cases and the students' pool cut to one case
+    "experiment_recipes": ["experiment", "942", "--preset", "quick", "--set=cv_folds=2", "--rows", "teacher",
+                           "pseudo-all", "pseudo-qc-kd", "--fractions", "1", "--seeds", "0", "--set=acceptance=case",
+                           "--set=student_width=0.5", "--set=student_finetune=5", "--set=labeled_share=0.5",
+                           "--set=pool_size=1"],
     # self-training rounds: round 2's teacher is round 1's students (every CV fold)
     "run_rounds": ["run", "942", "--preset", "cpu-demo", "--set=rounds=2", "--set=student_folds=[0,1]"],
 }
