@@ -9,6 +9,7 @@ import contextlib
 import os
 import shlex
 import sys
+import threading
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -18,7 +19,7 @@ from nnunet_medaka.errors import MedakaError
 EXT_TRAINER_VAR = "nnUNet_extTrainer"
 NNUNET_PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
-__all__ = ["EXT_TRAINER_VAR", "NNUNET_PATH_VARS", "PASSTHROUGH", "add_passthrough_parsers", "make_nnunet_folders", "merged_ext_trainer", "nnunet_folder",
+__all__ = ["EXT_TRAINER_VAR", "NNUNET_PATH_VARS", "PASSTHROUGH", "add_passthrough_parsers", "make_nnunet_folders", "merged_ext_trainer", "nnunet_predictor", "nnunet_folder",
            "planning_environ", "plugin_environ", "preprocessed_dataset_folder", "run_nnunet_entry", "run_stock_command",
            "stock_command", "temporary_environ"]
 
@@ -44,6 +45,36 @@ def merged_ext_trainer(current: Optional[str]) -> str:
     ours = str(ext_trainer_dir())
     others = [p for p in (current or "").split(os.pathsep) if p and os.path.abspath(p) != ours]
     return os.pathsep.join([ours, *others])
+
+
+# nnU-Net's class search (trainer lookup) walks and edits sys.modules, and the environment and stdout swaps around it
+# are process-wide: steps that run side by side in one process (experiment's parallel units) take turns here. Two
+# pseudolabel steps at once crashed with "dictionary changed size during iteration".
+_NNUNET_LOOKUP = threading.RLock()
+
+
+def nnunet_lookup():
+    """A lock around anything that makes nnU-Net search for a class (re-entrant; shared by the whole process)."""
+    return _NNUNET_LOOKUP
+
+
+def nnunet_predictor(model_folder: os.PathLike | str, folds, checkpoint: str, *, device, mirroring: bool,
+                     tile_step_size: float = 0.5):
+    """nnU-Net's in-process predictor of a trained model folder: the plugin's trainers visible, ``torch.compile`` off
+    on a CPU (it costs more than it saves there), nnU-Net's prints silenced, and thread-safe (`nnunet_lookup`)."""
+    import io
+
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    compile_flag = "f" if device.type == "cpu" else os.environ.get("nnUNet_compile")
+    with nnunet_lookup(), temporary_environ(nnUNet_compile=compile_flag,
+                                            **{EXT_TRAINER_VAR: merged_ext_trainer(os.environ.get(EXT_TRAINER_VAR))}), \
+            contextlib.redirect_stdout(io.StringIO()):
+        predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
+                                    perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
+                                    verbose_preprocessing=False, allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(model_folder), list(folds), checkpoint)
+    return predictor
 
 
 def plugin_environ(base: Optional[Mapping[str, str]] = None, *, root: Optional[os.PathLike] = None) -> dict:

@@ -137,3 +137,46 @@ def test_installed_wheel_layout(trained_teacher, tiny_dataset, nnunet_env, tmp_p
                  "-c", tiny_dataset.configuration, "-tr", "SupervisedTrainer", "-p", tiny_dataset.plans, "-f", "0",
                  "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0"], env, cwd=tmp_path)
     assert len(list(out.glob("*.nii.gz"))) == 6
+
+
+def test_predictors_built_side_by_side_take_turns_in_nnunets_class_search(trained_teacher, nnunet_env, monkeypatch):
+    """Experiment units run in threads of one process; nnU-Net's trainer lookup edits sys.modules, and two
+    pseudolabel steps building their predictors at once crashed ("dictionary changed size during iteration")."""
+    import threading
+    import time
+
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunet_medaka.environment import nnunet_predictor
+
+    monkeypatch.setenv("nnUNet_results", nnunet_env["nnUNet_results"])
+    inside, most = [0], [0]
+    original = nnUNetPredictor.initialize_from_trained_model_folder
+
+    def counted(self, *args, **kwargs):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.2)  # long enough for the other threads to arrive
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            inside[0] -= 1
+
+    monkeypatch.setattr(nnUNetPredictor, "initialize_from_trained_model_folder", counted)
+    built, errors = [], []
+
+    def build():
+        try:
+            built.append(nnunet_predictor(trained_teacher, [0], "checkpoint_final.pth", device=torch.device("cpu"),
+                                          mirroring=False))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=build) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(built) == 3 and most[0] == 1
+    assert all(p.network is not None for p in built)

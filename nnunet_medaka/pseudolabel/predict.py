@@ -13,8 +13,6 @@ of the sorted case list; ``nnunet-medaka pseudolabel-merge`` then writes the tab
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import time
@@ -84,19 +82,11 @@ def _device(name: str):
 
 
 def _predictor(teacher: Teacher, *, device, mirroring: bool, tile_step_size: float):
-    """nnU-Net's predictor for the teacher (compile off on CPU, plugin trainers visible, its prints silenced)."""
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    """nnU-Net's predictor for the teacher (`nnunet_medaka.environment.nnunet_predictor`)."""
+    from nnunet_medaka.environment import nnunet_predictor
 
-    from nnunet_medaka.environment import EXT_TRAINER_VAR, merged_ext_trainer, temporary_environ
-
-    compile_flag = "f" if device.type == "cpu" else os.environ.get("nnUNet_compile")
-    with temporary_environ(nnUNet_compile=compile_flag, **{EXT_TRAINER_VAR: merged_ext_trainer(os.environ.get(EXT_TRAINER_VAR))}), \
-            contextlib.redirect_stdout(io.StringIO()):
-        predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
-                                    perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
-                                    verbose_preprocessing=False, allow_tqdm=False)
-        predictor.initialize_from_trained_model_folder(str(teacher.folder), list(teacher.folds), teacher.checkpoint)
-    return predictor
+    return nnunet_predictor(teacher.folder, teacher.folds, teacher.checkpoint, device=device, mirroring=mirroring,
+                            tile_step_size=tile_step_size)
 
 
 def _quality_scorer(quality_model, teacher: Teacher) -> tuple[Scorer, float, str, dict]:

@@ -78,19 +78,12 @@ def tta_agreement(model_folder: os.PathLike | str, fold: int, cases: Mapping[str
         Case -> {organ -> mean pairwise Dice}.
     """
     import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from tqdm import tqdm
 
-    from nnunet_medaka.environment import EXT_TRAINER_VAR, merged_ext_trainer, temporary_environ
+    from nnunet_medaka.environment import nnunet_predictor
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    compile_flag = "f" if device.type == "cpu" else None  # compiling costs more than it saves on a CPU
-    with temporary_environ(nnUNet_compile=compile_flag,
-                           **{EXT_TRAINER_VAR: merged_ext_trainer(os.environ.get(EXT_TRAINER_VAR))}), \
-            contextlib.redirect_stdout(io.StringIO()):
-        predictor = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=device.type == "cuda",
-                                    device=device, verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-        predictor.initialize_from_trained_model_folder(str(model_folder), [fold], checkpoint)
+    predictor = nnunet_predictor(model_folder, [fold], checkpoint, device=device, mirroring=False)
     pm, cm = predictor.plans_manager, predictor.configuration_manager
     reader = pm.image_reader_writer_class()
     preprocessor = cm.preprocessor_class(verbose=False)

@@ -155,8 +155,11 @@ def _trainer_class(trainer_name: str):
         return found
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
+    from nnunet_medaka.environment import nnunet_lookup
+
     try:
-        return recursive_find_trainer_class_by_name(trainer_name)
+        with nnunet_lookup():
+            return recursive_find_trainer_class_by_name(trainer_name)
     except RuntimeError as e:
         raise MedakaError(f"teacher trainer class {trainer_name!r} (named in its checkpoint) cannot be found: {e}") from None
 
