@@ -19,6 +19,26 @@ from pathlib import Path
 import torch
 
 
+def _narrowed(predictor, folder: str, width: float):
+    """A shallow copy of ``predictor`` whose network has ``width`` of each stage's feature maps (random weights)."""
+    import copy
+    import json
+    import tempfile
+
+    from nnunet_medaka.training.plans import write_width_plans
+    from nnunet_medaka.training.teacher import _build_network
+
+    plans = predictor.plans_manager.plans
+    configuration = Path(folder).name.rsplit("__", 1)[-1]  # Trainer__Plans__configuration
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "source.json").write_text(json.dumps(plans))
+        narrow = json.loads(write_width_plans(tmp, source_plans="source", configuration=configuration,
+                                              width=width).read_text())
+    out = copy.copy(predictor)
+    out.network = _build_network(predictor.trainer_name, narrow, configuration, predictor.dataset_json).eval()
+    return out
+
+
 def main() -> None:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -30,11 +50,14 @@ def main() -> None:
     p.add_argument("--fold", default="all", help="the fold of every model (default all)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--narrow", type=float, nargs="*", default=[], metavar="W",
+                   help="also time the first model's network narrowed to each share W of its feature maps "
+                        "(`student_width`; random weights: the time of a pass does not depend on them)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     fold = args.fold if args.fold == "all" else int(args.fold)
 
-    predictors = {}
+    predictors, folders = {}, []
     for spec in args.models:
         name, sep, folder = spec.partition("=")
         if not sep:
@@ -44,7 +67,10 @@ def main() -> None:
                                     verbose_preprocessing=False, allow_tqdm=False)
         predictor.initialize_from_trained_model_folder(folder, (fold,), "checkpoint_final.pth")
         predictors[name] = predictor
+        folders.append(folder)
     first = next(iter(predictors.values()))
+    for width in args.narrow:
+        predictors[f"first at width {width:g}"] = _narrowed(first, folders[0], width)
     ending = first.dataset_json["file_ending"]
     files = sorted(args.images.glob(f"*_0000{ending}"))[:args.cases]
     if not files:
