@@ -282,7 +282,9 @@ def _write_results(graph, nodes: list, state, out: Path, record: dict, n_bootstr
             q = quality_on_unlabeled(folders.pseudolabels_pool if pooled else folders.pseudolabels,
                                      tau=graph.settings["tau"])
             view = folders.pseudolabels_all / "pseudolabel_summary.json"
-            q["all_cases"] = len(read_json(view)["cases_for_student"]) if view.is_file() else None
+            # a folder left by an earlier run of the experiment with other rows or settings is not this run's
+            q["all_cases"] = len(read_json(view)["cases_for_student"]) if view.is_file() and "pseudo-all" in unit_rows \
+                else None
             quality.append({"fraction": fraction, "seed": seed, **q})
     return write_experiment_results(
         out, table, dataset=record["dataset"], preset=record["preset"], settings=graph.settings,
