@@ -6,7 +6,6 @@ window on it (``nnUNetPredictor.predict_sliding_window_return_logits``, no mirro
 repeated so that a change in machine load hits all of them alike. Prints JSON: per model its parameters, the median
 seconds of one pass over the cases, and the speed-up against the first model.
 
-    eval "$(nnunet-medaka env)"   # nnUNet_extTrainer: nnU-Net finds KDTrainer / SupervisedTrainer through it
     python benchmarks/student_speed.py "full=RESULTS/Dataset313_X/KDTrainer__P__2d" \\
         "width 0.5=RESULTS/Dataset313_X/KDTrainer__PW050__2d" --images RAW/Dataset312_Y/imagesTs --cases 10
 """
@@ -40,7 +39,7 @@ def _narrowed(predictor, folder: str, width: float):
 
 
 def main() -> None:
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunet_medaka.environment import nnunet_predictor
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="+", metavar="NAME=MODEL_FOLDER", help="trained model folders (trainer__plans__"
@@ -62,10 +61,8 @@ def main() -> None:
         name, sep, folder = spec.partition("=")
         if not sep:
             raise SystemExit(f"{spec!r}: expected NAME=MODEL_FOLDER")
-        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                                    perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
-                                    verbose_preprocessing=False, allow_tqdm=False)
-        predictor.initialize_from_trained_model_folder(folder, (fold,), "checkpoint_final.pth")
+        predictor = nnunet_predictor(folder, [fold], "checkpoint_final.pth", device=torch.device("cpu"),
+                                     mirroring=False)
         predictors[name] = predictor
         folders.append(folder)
     first = next(iter(predictors.values()))
