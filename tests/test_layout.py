@@ -120,11 +120,11 @@ def test_no_circular_imports():
 
 
 def test_modules_stay_small_and_the_pipeline_is_written_once():
-    """No module over 450 non-blank lines; ``pipeline/`` (one library of steps on one engine) at most 2,500 lines:
+    """No module over 450 non-blank lines; ``pipeline/`` (one library of steps on one engine) at most 2,550 lines:
     2,200 when run and experiment became one, plus the self-training rounds (``rounds.py``, built from the same
-    steps)."""
+    steps), plus experiment's ``pool_size`` cut of the students' pool (a view of the same pseudo-labels)."""
     sizes = {name: sum(1 for line in path.read_text().splitlines() if line.strip())
              for name, path in _modules().items()}
     assert not {n: k for n, k in sizes.items() if k > 450}
     pipeline = sum(len(p.read_text().splitlines()) for p in (PACKAGE / "pipeline").glob("*.py"))
-    assert pipeline <= 2500, f"nnunet_medaka/pipeline/ has {pipeline} lines"
+    assert pipeline <= 2550, f"nnunet_medaka/pipeline/ has {pipeline} lines"

@@ -31,7 +31,7 @@ from nnunet_medaka.errors import MedakaError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["split_dataset", "split_layout"]
+__all__ = ["draw_labeled", "draw_pool", "split_dataset", "split_layout"]
 
 
 def _place(source: Path, target: Path, link: bool) -> bool:
@@ -76,6 +76,31 @@ def _draw(cases: list, *, n_labeled: Optional[int], fraction: Optional[float], n
     order = [cases[i] for i in np.random.default_rng(seed).permutation(n)]
     # the unlabeled cases in draw order: a smaller pool (--unlabeled) is the first part of a larger one
     return sorted(order[n_test:n_test + k]), order[n_test + k:], sorted(order[:n_test])
+
+
+def draw_labeled(cases: Sequence[str], fraction: float, seed: int) -> list:
+    """The fraction's labeled cases: the first ``max(1, round(fraction * n))`` of a seeded permutation (sorted), as
+    ``experiment`` draws each (fraction, seed)'s labeled cases from a split's.
+
+    One permutation per seed, so the cases of a smaller fraction are among those of a larger one; fraction 1 gives
+    every case whatever the seed.
+    """
+    import numpy as np
+
+    cases = sorted(cases)
+    k = max(1, round(fraction * len(cases)))
+    order = np.random.default_rng(seed).permutation(len(cases))
+    return sorted(cases[i] for i in order[:k])
+
+
+def draw_pool(cases: Sequence[str], size: int, seed: int) -> list:
+    """The first ``size`` cases of a seeded permutation of the unlabeled pool (sorted): a smaller pool size's cases
+    are among a larger one's, and the draw is independent of `draw_labeled`'s."""
+    import numpy as np
+
+    cases = sorted(cases)
+    order = np.random.default_rng([seed, 1]).permutation(len(cases))
+    return sorted(cases[i] for i in order[:size])
 
 
 def split_dataset(

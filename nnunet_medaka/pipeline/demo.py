@@ -27,9 +27,7 @@ log = logging.getLogger(__name__)
 MARKER = ".nnunet_medaka_demo"
 SOURCE_ID, EXPERIMENT_ID = 801, 802
 RUN_FOLDER = "run"
-# 6 labeled, 4 test and 12 unlabeled specimens: twice as many unlabeled scans as labeled ones, the method's setting
-# (phantoms are cheap; the students' training time does not grow with the pool)
-DEMO_SPECIMENS = 22
+DEMO_SPECIMENS = 22  # 6 labeled, 4 test, 12 unlabeled: more unlabeled scans than labeled ones (the method's setting)
 DEMO_SIZE = 80  # phantom voxels along the body
 # One "eyes" organ: the demo trains nnU-Net's 2d configuration (3d does not learn within minutes on a CPU), whose
 # sagittal slices show the left and the right eye alike (docs/results/demo.md).

@@ -16,7 +16,8 @@ from typing import Callable, Optional, Sequence
 from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.files import claim_folder, read_json, remove, resolve_device, write_json_atomic
 from nnunet_medaka.pipeline.engine import RunState, print_events, run_graph
-from nnunet_medaka.pipeline.experiment_units import PSEUDO_ROWS, ROWS, UnitGraph, draw_labeled
+from nnunet_medaka.conversion.split import draw_labeled
+from nnunet_medaka.pipeline.experiment_units import PSEUDO_ROWS, ROWS, UnitGraph
 from nnunet_medaka.pipeline.layout import ExperimentLayout
 from nnunet_medaka.training.estimate import describe
 

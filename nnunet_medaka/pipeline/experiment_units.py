@@ -42,19 +42,20 @@ import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
+from nnunet_medaka.conversion.split import draw_labeled, draw_pool
 from nnunet_medaka.files import files_fingerprint, link_or_copy, remove, staged_folder, write_json_atomic
 from nnunet_medaka.pipeline.engine import Node, Step
 from nnunet_medaka.pipeline.layout import ExperimentLayout, parse_unit_key, unit_key
 from nnunet_medaka.pseudolabel.outputs import pseudolabel_view, read_settings
 from nnunet_medaka.pipeline.steps import (
-    Unit, build_student_step, evaluate_step, pseudolabel_inputs, pseudolabel_step, quality_step, student_recipe,
-    train_step,
+    Unit, build_student_step, evaluate_step, pseudolabel_inputs, pseudolabel_step, quality_step, train_step,
 )
+from nnunet_medaka.training.presets import student_recipe
 from nnunet_medaka.training.stock import (
     STUDENT_TRAINER, TEACHER_TRAINER, cmd, plan_args, plans_name, threads_per_training, write_cv_splits,
 )
 
-__all__ = ["ROWS", "KD_ROWS", "PSEUDO_ROWS", "UnitGraph", "draw_labeled", "draw_pool", "unit_key"]
+__all__ = ["ROWS", "KD_ROWS", "PSEUDO_ROWS", "UnitGraph", "unit_key"]
 
 ROWS = {
     "teacher": "SupervisedTrainer cross-validation on the labeled fraction, scored as the ensemble of its folds "
@@ -71,30 +72,6 @@ PSEUDO_ROWS = ("pseudo-all", "pseudo-qc", "pseudo-qc-kd")
 KD_ROWS = ("pseudo-qc-kd", "kd-only")
 # a preprocessed case's files in nnU-Net 2.8.1 (blosc2), and those of the older numpy formats
 _ARRAY_SUFFIXES = (".b2nd", "_seg.b2nd", ".pkl", ".npz", ".npy", "_seg.npy")
-
-
-def draw_labeled(cases: Sequence[str], fraction: float, seed: int) -> list:
-    """The fraction's labeled cases: the first ``max(1, round(fraction * n))`` of a seeded permutation (sorted).
-
-    One permutation per seed, so the cases of a smaller fraction are among those of a larger one; fraction 1 gives
-    every case whatever the seed.
-    """
-    import numpy as np
-
-    cases = sorted(cases)
-    k = max(1, round(fraction * len(cases)))
-    order = np.random.default_rng(seed).permutation(len(cases))
-    return sorted(cases[i] for i in order[:k])
-
-
-def draw_pool(cases: Sequence[str], size: int, seed: int) -> list:
-    """The first ``size`` cases of a seeded permutation of the unlabeled pool (sorted): a smaller pool size's cases
-    are among a larger one's, and the draw is independent of `draw_labeled`'s."""
-    import numpy as np
-
-    cases = sorted(cases)
-    order = np.random.default_rng([seed, 1]).permutation(len(cases))
-    return sorted(cases[i] for i in order[:size])
 
 
 class UnitGraph:

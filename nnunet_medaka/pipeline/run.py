@@ -35,11 +35,10 @@ from nnunet_medaka.conversion.split import split_layout
 from nnunet_medaka.pipeline.engine import Node, RunState, Step, print_events, run_graph
 from nnunet_medaka.pipeline.layout import RUN_STAGES, RunLayout
 from nnunet_medaka.pipeline.steps import (
-    Unit, build_student_step, evaluate_step, pseudolabel_inputs, pseudolabel_step, quality_step, student_recipe,
-    train_step,
+    Unit, build_student_step, evaluate_step, pseudolabel_inputs, pseudolabel_step, quality_step, train_step,
 )
 from nnunet_medaka.training.estimate import describe, disk_estimate
-from nnunet_medaka.training.presets import RUN_DEFAULTS, resolve_settings
+from nnunet_medaka.training.presets import RUN_DEFAULTS, resolve_settings, student_recipe
 from nnunet_medaka.training.stock import (
     STUDENT_TRAINER, cmd, plan_args, stock_environ, threads_per_training, write_cv_splits,
 )

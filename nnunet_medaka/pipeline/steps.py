@@ -24,7 +24,7 @@ from nnunet_medaka.training.stock import (
 )
 
 __all__ = ["Unit", "build_student_step", "evaluate_step", "predict_and_score", "pseudolabel_step", "quality_step",
-           "student_recipe", "train_step"]
+           "train_step"]
 
 
 @dataclass
@@ -181,16 +181,6 @@ def train_step(unit: Unit, model: Model, folds: Sequence, *, role: str, npz: boo
         return [train(f) for f in folds]
 
     return Step(commands, run, reset=lambda: remove(*(model.folder / f"fold_{f}" for f in folds)))
-
-
-def student_recipe(settings: dict) -> dict:
-    """The student trainings' own settings (`train_step` puts them in a student dataset's config) that differ from
-    their defaults: part of a student training's fingerprint, so that changing one retrains the students; defaults
-    are left out, so folders made before a key existed resume as they were."""
-    from nnunet_medaka.training.presets import RUN_DEFAULTS
-
-    keys = ("labeled_share", "student_augmentation", "student_finetune")
-    return {k: settings[k] for k in keys if settings[k] != RUN_DEFAULTS[k]}
 
 
 def quality_step(unit: Unit, extra: Sequence[Model] = ()) -> Step:

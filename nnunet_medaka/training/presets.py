@@ -22,7 +22,8 @@ from typing import Optional
 from nnunet_medaka.config import MedakaConfig
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["PRESETS", "PRESET_RUN_DEFAULTS", "RUN_DEFAULTS", "config_assignments", "get_preset", "resolve_settings"]
+__all__ = ["PRESETS", "PRESET_RUN_DEFAULTS", "RUN_DEFAULTS", "config_assignments", "get_preset", "resolve_settings",
+           "student_recipe"]
 
 PRESETS: dict = {
     "cpu-demo": {
@@ -126,6 +127,14 @@ RUN_DEFAULTS = {
 PRESET_RUN_DEFAULTS = {"cpu-demo": {"cv_folds": 2, "parallel_folds": 2, "acceptance": "organ", "student_init": "teacher",
                                     "kd_weight": 1.0},
                        "quick": {"student_init": "teacher"}}
+
+
+def student_recipe(settings: dict) -> dict:
+    """The student trainings' own settings (the pipeline's `train_step` puts them in a student dataset's config) that differ from
+    their defaults: part of a student training's fingerprint, so that changing one retrains the students; defaults
+    are left out, so folders made before a key existed resume as they were."""
+    keys = ("labeled_share", "student_augmentation", "student_finetune")
+    return {k: settings[k] for k in keys if settings[k] != RUN_DEFAULTS[k]}
 
 
 def resolve_settings(preset: str, overrides: Optional[dict] = None) -> dict:

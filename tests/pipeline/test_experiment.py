@@ -16,7 +16,8 @@ from nnunet_medaka.errors import MedakaError
 from nnunet_medaka.pipeline.experiment_command import STATE_FILE, run_experiment
 from nnunet_medaka.pipeline.experiment_results import write_experiment_results
 from nnunet_medaka.training.comparison import compare_rows, paired_bootstrap, read_results_csv
-from nnunet_medaka.pipeline.experiment_units import ROWS, UnitGraph, draw_labeled, draw_pool
+from nnunet_medaka.conversion.split import draw_labeled, draw_pool
+from nnunet_medaka.pipeline.experiment_units import ROWS, UnitGraph
 from nnunet_medaka.pseudolabel.outputs import pseudolabel_view
 from nnunet_medaka.pipeline.engine import Node, RunState, Step, node_fingerprints, print_events, run_graph
 
