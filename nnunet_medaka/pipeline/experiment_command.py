@@ -70,7 +70,7 @@ def _check_choices(rows: Sequence[str], fractions: Sequence[float], seeds: Seque
                             f"{settings['cv_folds']}; {fix}")
         # the pool of the largest fraction is the smallest: the unlabeled cases and the labeled ones left out
         pool = n_unlabeled + n_labeled - len(draw_labeled([str(i) for i in range(n_labeled)], max(fractions), 0))
-        if isinstance(size, int) and not isinstance(size, bool) and size > pool:
+        if size is not None and size > pool:  # resolve_settings has checked it is a whole number
             problems.append(f"pool_size={size}: fraction {max(fractions):g} leaves a pool of {pool} unlabeled "
                             f"case(s); choose pool_size <= {pool}")
     return problems

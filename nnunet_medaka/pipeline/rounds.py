@@ -3,9 +3,10 @@
 Round 1 is the run's own stages. Every later round repeats the method with the previous round's students as its
 teacher, in every sense the first round had one: their fold ensemble pseudo-labels the unlabeled pool again, a
 quality classifier is trained on *their* out-of-fold predictions (so ``filter`` and its thresholds follow the new
-teacher; the earlier teachers' out-of-fold predictions join its training rows as more real mistakes), a new student dataset is built from the labeled cases plus the newly accepted pseudo-labels, and new
-students train every cross-validation fold with KD against fold k of the new teacher. That is why ``rounds > 1``
-asks for ``student_folds`` = every CV fold: a round's students must leave labeled cases out to become a teacher.
+teacher; the earlier teachers' out-of-fold predictions join its training rows as more real mistakes), a new student
+dataset is built from the labeled cases plus the newly accepted pseudo-labels, and new students train every
+cross-validation fold with KD against fold k of the new teacher. That is why ``rounds > 1`` asks for
+``student_folds`` = every CV fold: a round's students must leave labeled cases out to become a teacher.
 
 Early stop. Round r runs only when round r-1's students beat their own teacher on the evidence a user has without
 test labels: the mean out-of-fold Dice on the labeled cases from nnU-Net's final validation, by more than
