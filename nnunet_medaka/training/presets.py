@@ -95,9 +95,10 @@ RUN_DEFAULTS = {
     "student_init": "random",  # random | teacher: start the student from its teacher fold's weights
     # what decides which pseudo-labels are used: the quality classifier's P(good), a label-free signal of the
     # teacher's ensemble, or auto: whichever ranked the teacher's out-of-fold predictions best (the classifier only
-    # when it beats every signal), as `nnunet-medaka pseudolabel --filter`; the default stays the classifier until
-    # students trained with another filter are measured against it (docs/reference/settings.md)
-    "filter": "quality",
+    # when it beats every signal), as `nnunet-medaka pseudolabel --filter`. auto by measurement: on unlabeled pools
+    # the signals ranked pseudo-labels better than the classifier, and students were never worse for it
+    # (docs/reference/settings.md)
+    "filter": "auto",
     # share of a student's training samples drawn from the labeled cases; None: nnU-Net's uniform draw over cases
     "labeled_share": MedakaConfig.labeled_share,
     # voxel gating of the pseudo-labels (`pseudolabel --voxel-confidence`): None, or a probability below which a
