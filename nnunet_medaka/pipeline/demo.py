@@ -3,8 +3,9 @@
 Steps: synthetic micro-CT specimens -> ``convert microct`` -> experiment split (a few labeled cases, an
 unlabeled pool with its ground truth aside, a held-out test set) -> ``nnunet-medaka run`` with the ``cpu-demo``
 preset: plan and preprocess, teacher cross-validation, the quality classifier trained on its out-of-fold
-predictions, pseudo-labels of the unlabeled pool filtered by it, the student dataset, the KD student beside a
-supervised baseline of equal budget, and their Dice/IoU per organ on the test set against the stronger baseline.
+predictions, pseudo-labels of the unlabeled pool filtered by it or by the teacher's own confidence where that ranked
+the out-of-fold predictions better (``filter=auto``), the student dataset, the KD student beside a supervised
+baseline of equal budget, and their Dice/IoU per organ on the test set against the stronger baseline.
 
 The data are synthetic and the network and schedule are small enough for a CPU, so the numbers show that the
 machinery works end to end, not how well the method does on real fish. A killed demo resumes where it stopped
