@@ -15,17 +15,12 @@ import json
 import statistics
 from pathlib import Path
 
-from nnunet_medaka.training.comparison import compare_rows, read_results_csv, summarize_table
+from nnunet_medaka.training.comparison import compare_rows, format_comparison, read_results_csv, summarize_table
 
 
 def _per_seed_means(table: list, row: str, fraction: float) -> list:
     entry = summarize_table(table, rows=[row], fractions=[fraction], organs=[])
     return list(entry[0]["iou"]["overall"]["per_seed"].values()) if entry else []
-
-
-def _fmt(c: dict) -> str:
-    interval = f" [{c['low']:+.3f}, {c['high']:+.3f}]" if c["low"] is not None else ""
-    return f"{c['mean']:+.3f}{interval} ({' / '.join(f'{d:+.3f}' for d in c['per_seed'])}; {c['verdict']})"
 
 
 def main() -> None:
@@ -70,8 +65,8 @@ def main() -> None:
     print("|---|---|---|---|")
     for e in out:
         std = f" ± {e['std']:.3f}" if e["std"] is not None else ""
-        print(f"| {e['name']} | {e['mean_iou']:.3f}{std} | {_fmt(e['vs_teacher'])} | "
-              f"{_fmt(e['vs_base']) if 'vs_base' in e else '—'} |")
+        print(f"| {e['name']} | {e['mean_iou']:.3f}{std} | {format_comparison(e['vs_teacher'])} | "
+              f"{format_comparison(e['vs_base']) if 'vs_base' in e else '—'} |")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Self-training rounds of several ``nnunet-medaka run --set rounds=N`` folders (one per seed, same split), side by side.
+"""Self-training rounds of several ``nnunet-medaka run --set rounds=N`` folders (one per seed), side by side.
 
 Each run folder holds the test-set evaluation of its teacher (the fold ensemble), its supervised baseline (fold
 ``all``) and every round's students (``predictions/<role>/summary.json``, ``rounds/round<r>/predictions/student/``).
@@ -13,29 +13,28 @@ import json
 import statistics
 from pathlib import Path
 
-from nnunet_medaka.training.comparison import compare_rows, read_case_scores, summarize_table
+from nnunet_medaka.pipeline.layout import RunLayout
+from nnunet_medaka.training.comparison import compare_rows, format_comparison, read_case_scores, summarize_table
 
 
 def _table(run: Path) -> list:
-    """The run's test scores as rows of an experiment's results table (``fraction`` 1: one labeled set)."""
-    results = json.loads((run / "results.json").read_text())
-    seed = json.loads((run / "run_settings.json").read_text())["seed"]
+    """The run's test scores as rows of an experiment's results table (``fraction`` 1: one labeled set): its
+    teacher, supervised baseline and the students of every round its rounds table (``rounds.json``) says ran."""
+    layout = RunLayout(run)
+    results = json.loads(layout.results.read_text())
+    seed = json.loads(layout.settings.read_text())["seed"]
     dataset = json.loads((Path(results["paths"]["raw"]) / "dataset.json").read_text())
-    summaries = {"teacher": run / "predictions" / "teacher", "supervised": run / "predictions" / "supervised",
-                 "round 1": run / "predictions" / "student"}
-    summaries.update({f"round {p.name.removeprefix('round')}": p / "predictions" / "student"
-                      for p in sorted((run / "rounds").glob("round*")) if (p / "predictions" / "student").is_dir()})
+    summaries = {role: layout.predictions(role) for role in ("teacher", "supervised")}
+    summaries["round 1"] = layout.predictions("student")
+    rounds = json.loads(layout.rounds.read_text())["rounds"] if layout.rounds.is_file() else []
+    summaries.update({f"round {r['round']}": layout.round(r["round"]).predictions("student")
+                      for r in rounds if r["round"] >= 2 and r["ran"]})
     table = []
     for row, folder in summaries.items():
         scores = read_case_scores(folder / "summary.json", dataset["labels"], dataset["file_ending"])
         table += [{"row": row, "fraction": 1.0, "seed": seed, "case": case, "organ": organ, **values}
                   for case, organs in scores.items() for organ, values in organs.items()]
     return table
-
-
-def _fmt(c: dict) -> str:
-    interval = f" [{c['low']:+.3f}, {c['high']:+.3f}]" if c["low"] is not None else ""
-    return f"{c['mean']:+.3f}{interval} ({' / '.join(f'{d:+.3f}' for d in c['per_seed'])}; {c['verdict']})"
 
 
 def main() -> None:
@@ -63,8 +62,8 @@ def main() -> None:
     print("|---|---|---|---|")
     for e in out:
         std = f" ± {e['std']:.3f}" if e["std"] is not None else ""
-        print(f"| {e['row']} | {e['mean_iou']:.3f}{std} | {_fmt(e['vs_teacher']) if 'vs_teacher' in e else '—'} | "
-              f"{_fmt(e['vs_previous']) if 'vs_previous' in e else '—'} |")
+        cells = [format_comparison(e[k]) if k in e else "—" for k in ("vs_teacher", "vs_previous")]
+        print(f"| {e['row']} | {e['mean_iou']:.3f}{std} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":

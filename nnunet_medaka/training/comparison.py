@@ -24,8 +24,8 @@ import numpy as np
 
 from nnunet_medaka.errors import MedakaError
 
-__all__ = ["CSV_COLUMNS", "compare_rows", "mean_std", "nanmean", "paired_bootstrap", "read_case_scores",
-           "read_results_csv", "stronger_baseline", "summarize_table", "verdict"]
+__all__ = ["CSV_COLUMNS", "compare_rows", "format_comparison", "mean_std", "nanmean", "paired_bootstrap",
+           "read_case_scores", "read_results_csv", "stronger_baseline", "summarize_table", "verdict"]
 
 CSV_COLUMNS = ("row", "fraction", "seed", "case", "organ", "IoU", "Dice")
 
@@ -224,6 +224,12 @@ def compare_rows(table: Sequence[Mapping], a: tuple, b: tuple, *, n_resamples: i
     boot = _paired(_per_case(_case_values(table, *a), None), _per_case(_case_values(table, *b), None), n_resamples)
     diffs = _seed_differences(table, a, b)
     return {**boot, "per_seed": diffs, "verdict": verdict(boot, diffs)}
+
+
+def format_comparison(c: Mapping) -> str:
+    """A `compare_rows` result as a table cell: ``+0.004 [-0.003, +0.013] (+0.006 / +0.006 / +0.001; includes 0)``."""
+    interval = f" [{c['low']:+.3f}, {c['high']:+.3f}]" if c["low"] is not None else ""
+    return f"{c['mean']:+.3f}{interval} ({' / '.join(f'{d:+.3f}' for d in c['per_seed'])}; {c['verdict']})"
 
 
 def stronger_baseline(scores: Mapping) -> str:

@@ -131,9 +131,9 @@ PRESET_RUN_DEFAULTS = {"cpu-demo": {"cv_folds": 2, "parallel_folds": 2, "accepta
 
 
 def student_recipe(settings: dict) -> dict:
-    """The student trainings' own settings (the pipeline's `train_step` puts them in a student dataset's config) that differ from
-    their defaults: part of a student training's fingerprint, so that changing one retrains the students; defaults
-    are left out, so folders made before a key existed resume as they were."""
+    """The student trainings' own settings (the pipeline's `train_step` puts them in a student dataset's config)
+    that differ from their defaults: part of a student training's fingerprint, so that changing one retrains the
+    students; defaults are left out, so folders made before a key existed resume as they were."""
     keys = ("labeled_share", "student_augmentation", "student_finetune")
     return {k: settings[k] for k in keys if settings[k] != RUN_DEFAULTS[k]}
 
