@@ -12,7 +12,8 @@ Early stop. Round r runs only when round r-1's students beat their own teacher o
 test labels: the mean out-of-fold Dice on the labeled cases from nnU-Net's final validation, by more than
 ``round_min_gain``. The evidence is slightly optimistic for students: the pseudo-labels a fold-k student learns
 from were made by an ensemble that had seen fold k's validation cases (its KD teacher, fold k, had not). The
-rounds table names, by the same evidence, which round's model to deploy, and scores every round on the test cases.
+rounds table names, by the same evidence, which round's model to deploy (never students it puts below their
+teacher, even where a negative ``round_min_gain`` let their round run), and scores every round on the test cases.
 
 Nodes: ``round<r>/quality`` (the early-stop decision, then ``qc train``), ``round<r>/pseudolabel``,
 ``round<r>/student-dataset``, ``round<r>/student``, ``round<r>/evaluate``, and one ``rounds`` node that writes
@@ -31,7 +32,7 @@ from nnunet_medaka.pipeline.steps import (
 )
 from nnunet_medaka.training.stock import STUDENT_TRAINER, Model
 
-__all__ = ["ROUND_STEPS", "round_dataset", "round_steps", "rounds_step", "rounds_summary_text"]
+__all__ = ["ROUND_STEPS", "chosen_round", "round_dataset", "round_steps", "rounds_step", "rounds_summary_text"]
 
 ROUND_STEPS = ("quality", "pseudolabel", "student-dataset", "student", "evaluate")
 DECISION_FILE = "decision.json"
@@ -159,13 +160,7 @@ def rounds_step(layout: RunLayout, *, n_rounds: int, teacher: Model, students: M
                            | {"for_student": len(pseudo.get("cases_for_student", [])),
                               "true_iou": pseudo.get("true_iou")})
             rows.append(row)
-        # the deployed model by the label-free evidence: walk the chain while each round beat its teacher
-        chosen = 0
-        for row in rows[1:]:
-            if row["ran"] and row["oof_dice"] - rows[chosen]["oof_dice"] > min_gain:
-                chosen = row["round"]
-            else:
-                break
+        chosen = chosen_round(rows, min_gain)
         results = {"rounds": rows, "chosen_round": chosen, "baseline": first.get("baseline", "teacher"),
                    "baseline_test": first["scores"][first.get("baseline", "teacher")]["mean"],
                    "scores": {k: v["mean"] for k, v in first["scores"].items()}, "min_gain": min_gain,
@@ -178,6 +173,21 @@ def rounds_step(layout: RunLayout, *, n_rounds: int, teacher: Model, students: M
 
     return Step(lambda: [f"# the rounds table: {layout.rounds_markdown}"], run,
                 reset=lambda: remove(layout.rounds, layout.rounds_markdown, layout.rounds_plot))
+
+
+def chosen_round(rows: Sequence[Mapping], min_gain: float) -> int:
+    """The round whose model to deploy by the label-free evidence: walk the chain while each round's students beat
+    the model before them on out-of-fold Dice by more than ``min_gain`` and by more than nothing.
+
+    A negative ``round_min_gain`` makes later rounds run for measurement; it never picks students that the
+    evidence says are worse than their teacher (a pilot run with ``-1`` picked round 2 at a lower out-of-fold
+    Dice than round 1's)."""
+    chosen = 0
+    for row in rows[1:]:
+        if not (row["ran"] and row["oof_dice"] - rows[chosen]["oof_dice"] > max(min_gain, 0.0)):
+            break
+        chosen = row["round"]
+    return chosen
 
 
 def rounds_summary_text(results: Mapping) -> str:
@@ -210,7 +220,9 @@ def rounds_summary_text(results: Mapping) -> str:
                      f"{'chosen' if row['round'] == chosen else ''} |")
     lines += ["", "Out-of-fold Dice: nnU-Net's final validation of every fold on the labeled cases it left out; a "
               "student's is slightly optimistic (its pseudo-labels came from an ensemble that saw those cases). "
-              f"A round runs only when the previous students beat their teacher by more than {results['min_gain']:g}."]
+              f"A round runs only when the previous students beat their teacher by more than {results['min_gain']:g}; "
+              f"the model to deploy is the last round of the chain whose students beat the model before them by more "
+              f"than {max(results['min_gain'], 0.0):g}."]
     if results.get("student_init") == "teacher":
         lines.append("Budgets: with `student_init=teacher` round r's students started from round r-1's, so they trained "
                      "r+1 schedules in a chain; the supervised baseline trained two (teacher fold 0, then its own).")

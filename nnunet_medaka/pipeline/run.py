@@ -156,7 +156,8 @@ def _round_nodes(unit: Unit, layout: RunLayout, raw_root: Path, first: tuple[int
             name = f"round{r}/{step}"
             nodes.append(Node(name, inputs, list(names), steps[step]))
             names.append(name)
-    nodes.append(Node("rounds", {"rounds": n}, list(names),
+    # "pick" names the rule of `chosen_round`: folders tabled by an earlier rule redo only this table
+    nodes.append(Node("rounds", {"rounds": n, "pick": "improved by more than max(round_min_gain, 0)"}, list(names),
                       rounds_step(layout, n_rounds=n, teacher=teacher, students={r: models[r] for r in range(1, n + 1)},
                                   folds=unit.folds, labels=dataset_json["labels"], min_gain=s["round_min_gain"],
                                   student_init=s["student_init"])))

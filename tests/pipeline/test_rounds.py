@@ -9,6 +9,7 @@ import pytest
 
 from helpers import TINY_RUN, make_raw_dataset, run_checked, tool
 from nnunet_medaka.conversion.split import split_dataset
+from nnunet_medaka.pipeline.rounds import chosen_round
 from test_run import kill_during, state
 
 ROUND_NODES = [f"round{r}/{s}" for r in (2, 3) for s in ("quality", "pseudolabel", "student-dataset", "student",
@@ -64,8 +65,9 @@ def test_three_rounds_chain_teachers_resume_after_kill_and_stop_on_evidence(nnun
         assert all(set(s["train"]) - set(built["labeled"]) == set(built["pseudo_labeled"]) for s in splits)
     table = json.loads((out / "rounds.json").read_text())
     assert [row["round"] for row in table["rounds"]] == [0, 1, 2, 3] and all(row["ran"] for row in table["rounds"])
-    assert table["chosen_round"] == 3  # round_min_gain -1: every round counts as an improvement
-    assert "# Self-training rounds" in proc.stdout and "round 3's students" in proc.stdout
+    # round_min_gain -1 ran every round, but the pick still follows the out-of-fold evidence
+    assert table["chosen_round"] == chosen_round(table["rounds"], 0.0)
+    assert "# Self-training rounds" in proc.stdout and "the model to deploy is" in proc.stdout
     assert (out / "rounds.png").stat().st_size > 0
 
     # no round can gain more than 1 Dice: round 2 stops, round 3 follows, the teacher is the model to deploy
@@ -76,6 +78,25 @@ def test_three_rounds_chain_teachers_resume_after_kill_and_stop_on_evidence(nnun
     assert table["rounds"][3]["reason"] == "round 2 did not run"
     assert table["chosen_round"] == 0
     assert state(out)["round2/student"]["outputs"] == {"stopped": True}
+
+
+def oof(*dice, ran=None):
+    """Rounds-table rows (round 0, the teacher, first) with these out-of-fold Dice values."""
+    ran = ran or [True] * len(dice)
+    return [{"round": r, "ran": ok, "oof_dice": d} for r, (d, ok) in enumerate(zip(dice, ran))]
+
+
+@pytest.mark.parametrize("rows, min_gain, expected", [
+    (oof(0.80, 0.83, 0.82), -1.0, 1),  # a worse round 2 ran for measurement; it is not the one to deploy
+    (oof(0.80, 0.83, 0.84), -1.0, 2),
+    (oof(0.80, 0.83, 0.84), 0.0, 2),
+    (oof(0.80, 0.83, 0.84), 0.02, 1),  # round 2 gained 0.01, not more than 0.02
+    (oof(0.80, 0.79, 0.90), -1.0, 0),  # the chain stops at the first round that did not improve
+    (oof(0.80, 0.80), 0.0, 0),  # a tie is no improvement
+    (oof(0.80, 0.83, 0.0, ran=[True, True, False]), 0.0, 1),
+])
+def test_chosen_round_walks_the_chain_while_the_evidence_improves(rows, min_gain, expected):
+    assert chosen_round(rows, min_gain) == expected
 
 
 def test_rounds_settings_are_checked():
