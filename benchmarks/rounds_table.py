@@ -45,6 +45,11 @@ def _table(run: Path) -> list:
     return table
 
 
+def _seed_means(table: list, row: str) -> list:
+    """The row's mean IoU per seed."""
+    return list(summarize_table(table, rows=[row], fractions=[1.0], organs=[])[0]["iou"]["overall"]["per_seed"].values())
+
+
 def _experiment_row(args: argparse.Namespace, table: list) -> list:
     """The ``--against`` experiment's ``--row`` as rows of this table (fraction 1, the run folders' seeds), after
     checking that its teacher scored every case as the runs' teacher did (the same models on the same cases)."""
@@ -83,8 +88,7 @@ def main() -> None:
     table += other or []
     out = []
     for i, row in enumerate(rows):
-        entry = summarize_table(table, rows=[row], fractions=[1.0], organs=[])[0]
-        seeds = list(entry["iou"]["overall"]["per_seed"].values())
+        seeds = _seed_means(table, row)
         e = {"row": row, "mean_iou": statistics.mean(seeds), "std": statistics.stdev(seeds) if len(seeds) > 1 else None,
              "per_seed": seeds}
         if row != "teacher":
@@ -95,8 +99,7 @@ def main() -> None:
             e["vs_against"] = compare_rows(table, (row, 1.0), (other[0]["row"], 1.0), n_resamples=args.bootstrap)
         out.append(e)
     if other:
-        seeds = list(summarize_table(table, rows=[other[0]["row"]], fractions=[1.0], organs=[])[0]["iou"]["overall"]
-                     ["per_seed"].values())
+        seeds = _seed_means(table, other[0]["row"])
         out.append({"row": other[0]["row"], "mean_iou": statistics.mean(seeds), "per_seed": seeds,
                     "std": statistics.stdev(seeds) if len(seeds) > 1 else None,
                     "vs_teacher": compare_rows(table, (other[0]["row"], 1.0), ("teacher", 1.0),
